@@ -30,18 +30,20 @@ class RecurrentForecaster(Module):
     input_size : int, default 1 (a univariate series)
     output_size : int, default 1 (one step ahead; >1 for a direct multi-step horizon)
     dtype, rng : as for the layers; one generator initialises the recurrent layer, then the head.
+    backend : the recurrent layer's backend, ``"auto"`` | ``"numpy"`` | ``"cython"`` (not part of ``config``:
+        it changes speed, not results).
 
     Parameter keys: ``rnn.W_ih``, ``rnn.W_hh``, ``rnn.b_ih``, ``rnn.b_hh``, ``head.W``, ``head.b``.
     """
 
     def __init__(self, kind: str = "rnn", hidden_size: int = 24, input_size: int = 1, output_size: int = 1,
-                 *, dtype=np.float64, rng=None):
+                 *, dtype=np.float64, rng=None, backend: str = "auto"):
         if kind not in RECURRENT_LAYERS:
             raise ValueError(f"unknown recurrent kind {kind!r}; valid kinds: {', '.join(RECURRENT_LAYERS)}")
         self.dtype = as_dtype(dtype)
         rng = as_generator(rng)
         self.kind = kind
-        self.rnn = RECURRENT_LAYERS[kind](input_size, hidden_size, dtype=self.dtype, rng=rng)
+        self.rnn = RECURRENT_LAYERS[kind](input_size, hidden_size, dtype=self.dtype, rng=rng, backend=backend)
         self.head = Dense(hidden_size, output_size, dtype=self.dtype, rng=rng)
         self.config = {"kind": kind, "hidden_size": int(hidden_size), "input_size": int(input_size),
                        "output_size": int(output_size), "dtype": self.dtype.name}
@@ -118,10 +120,11 @@ class MLPForecaster(Module):
 
 
 def _recurrent(kind):
-    def build(hidden_size: int = 24, input_size: int = 1, output_size: int = 1, *, dtype=np.float64, rng=None, **kw):
+    def build(hidden_size: int = 24, input_size: int = 1, output_size: int = 1, *, dtype=np.float64, rng=None,
+              backend: str = "auto", **kw):
         if kw:
             raise ValueError(f"unexpected parameters for model kind {kind!r}: {sorted(kw)}")
-        return RecurrentForecaster(kind, hidden_size, input_size, output_size, dtype=dtype, rng=rng)
+        return RecurrentForecaster(kind, hidden_size, input_size, output_size, dtype=dtype, rng=rng, backend=backend)
     return build
 
 

@@ -19,6 +19,7 @@ so there is no need to build and read an all-zero ``(B, T, H)`` array.
 """
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -262,15 +263,60 @@ def lstm_backward(dout, dstate, cache, W_ih, W_hh):
 
 
 # --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+BACKENDS = ("auto", "numpy", "cython")
+_NUMPY = {
+    "rnn": (rnn_forward, rnn_backward),
+    "gru": (gru_forward, gru_backward),
+    "lstm": (lstm_forward, lstm_backward),
+}
+
+
+def _kernels():
+    """The compiled ``kernels`` package, or the reason it cannot be used."""
+    try:
+        return importlib.import_module("kernels"), None
+    except ImportError as e:  # the package itself is missing (nncore installed without it)
+        return None, e
+
+
+def kernel_available(kind: str) -> bool:
+    """True when the compiled kernel for ``kind`` ('rnn', 'gru', 'lstm') is built and importable."""
+    mod, _ = _kernels()
+    return bool(mod is not None and mod.KERNELS.get(kind, False))
+
+
+def _backend_functions(kind: str, backend: str):
+    """(name, forward, backward) for ``backend``; 'auto' prefers the compiled kernel."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    if backend == "numpy" or (backend == "auto" and not kernel_available(kind)):
+        return ("numpy", *_NUMPY[kind])
+    mod, err = _kernels()
+    if mod is None or not mod.KERNELS.get(kind, False):
+        reason = err or (mod.import_error() if mod is not None and not mod.available() else None)
+        detail = f" ({reason})" if reason else " (this kind has no compiled kernel)"
+        raise ValueError(f"backend='cython' requested for {kind}, but the compiled kernel is not available{detail}; "
+                         f"build it with `pip install .` (needs Cython and a C compiler) or use backend='numpy'")
+    return ("cython", getattr(mod, f"{kind}_forward"), getattr(mod, f"{kind}_backward"))
+
+
+# --------------------------------------------------------------------------------------------
 # Layers
 # --------------------------------------------------------------------------------------------
 class _Recurrent(Layer):
-    """Shared constructor, checks and gradient accumulation of the recurrent layers."""
+    """Shared constructor, checks, backend dispatch and gradient accumulation of the recurrent layers.
+
+    ``backend``: ``"auto"`` (the compiled kernel when it is built, else NumPy), ``"numpy"`` (the
+    reference functions of this module) or ``"cython"`` (the kernel; an error when not built).
+    The backend in use is the attribute ``backend``; :meth:`set_backend` changes it.
+    """
 
     gates = 1
     kind = ""
 
-    def __init__(self, input_size: int, hidden_size: int, *, dtype=np.float64, rng=None):
+    def __init__(self, input_size: int, hidden_size: int, *, dtype=np.float64, rng=None, backend: str = "auto"):
         super().__init__(dtype)
         if input_size < 1 or hidden_size < 1:
             raise ValueError(
@@ -284,13 +330,19 @@ class _Recurrent(Layer):
         self._add_param("W_hh", uniform(rng, bound, (G * H, H), self.dtype))
         self._add_param("b_ih", uniform(rng, bound, (G * H,), self.dtype))
         self._add_param("b_hh", uniform(rng, bound, (G * H,), self.dtype))
-        self.backend = "numpy"
         self._cache: dict | None = None
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str) -> None:
+        """Switch between ``"auto"``, ``"numpy"`` and ``"cython"`` (drops the cached forward pass)."""
+        self.backend, self._forward_fn, self._backward_fn = _backend_functions(self.kind, backend)
+        self._cache = None
 
     def _check_x(self, x) -> np.ndarray:
         x = check_array(x, self.dtype, 3, f"{type(self).__name__} input x (B, T, I)", self.input_size)
         if x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"{type(self).__name__} input must have B >= 1 and T >= 1, got shape {x.shape}")
+        self._batch_time = x.shape[:2]
         return x
 
     def _check_grad(self, d, name: str, shape) -> np.ndarray | None:
@@ -306,10 +358,10 @@ class _Recurrent(Layer):
             self.grads[k] += g
 
     def _last_shape(self) -> tuple[int, int, int]:
+        """(B, T, H) of the last forward pass, whose cache ``backward`` consumes."""
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        T, B, _ = self._cache["x"].shape
-        return B, T, self.hidden_size
+        return (*self._batch_time, self.hidden_size)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, dtype={self.dtype})"
@@ -332,15 +384,16 @@ class RNN(_Recurrent):
 
     def forward(self, x, h0=None):
         x = self._check_x(x)
+        h0 = None if h0 is None else _initial(h0, x.shape[0], self.hidden_size, self.dtype, "h0")
         p = self.params
-        out, h_T, self._cache = rnn_forward(x, h0, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+        out, h_T, self._cache = self._forward_fn(x, h0, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
         return out, h_T
 
     def backward(self, dout=None, dh_T=None):
         B, T, H = self._last_shape()
         dout = self._check_grad(dout, "dout", (B, T, H))
         dh_T = self._check_grad(dh_T, "dh_T", (B, H))
-        dx, self.dh0, grads = rnn_backward(dout, dh_T, self._cache, self.params["W_ih"], self.params["W_hh"])
+        dx, self.dh0, grads = self._backward_fn(dout, dh_T, self._cache, self.params["W_ih"], self.params["W_hh"])
         self._accumulate(grads)
         return dx
 
@@ -364,15 +417,16 @@ class GRU(_Recurrent):
 
     def forward(self, x, h0=None):
         x = self._check_x(x)
+        h0 = None if h0 is None else _initial(h0, x.shape[0], self.hidden_size, self.dtype, "h0")
         p = self.params
-        out, h_T, self._cache = gru_forward(x, h0, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+        out, h_T, self._cache = self._forward_fn(x, h0, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
         return out, h_T
 
     def backward(self, dout=None, dh_T=None):
         B, T, H = self._last_shape()
         dout = self._check_grad(dout, "dout", (B, T, H))
         dh_T = self._check_grad(dh_T, "dh_T", (B, H))
-        dx, self.dh0, grads = gru_backward(dout, dh_T, self._cache, self.params["W_ih"], self.params["W_hh"])
+        dx, self.dh0, grads = self._backward_fn(dout, dh_T, self._cache, self.params["W_ih"], self.params["W_hh"])
         self._accumulate(grads)
         return dx
 
@@ -409,7 +463,7 @@ class LSTM(_Recurrent):
                 _initial(state[1], B, self.hidden_size, self.dtype, "c0"),
             )
         p = self.params
-        out, state_T, self._cache = lstm_forward(x, state, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+        out, state_T, self._cache = self._forward_fn(x, state, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
         return out, state_T
 
     def backward(self, dout=None, dstate=None):
@@ -419,7 +473,7 @@ class LSTM(_Recurrent):
             if not (isinstance(dstate, (tuple, list)) and len(dstate) == 2):
                 raise ValueError("LSTM dstate must be a pair (dh_T, dc_T)")
             dstate = (self._check_grad(dstate[0], "dh_T", (B, H)), self._check_grad(dstate[1], "dc_T", (B, H)))
-        dx, self.dstate0, grads = lstm_backward(dout, dstate, self._cache, self.params["W_ih"], self.params["W_hh"])
+        dx, self.dstate0, grads = self._backward_fn(dout, dstate, self._cache, self.params["W_ih"], self.params["W_hh"])
         self.dh0 = self.dstate0[0]
         self._accumulate(grads)
         return dx

@@ -1,13 +1,26 @@
 """Recurrent layers: finite-difference gradients, chunked = one pass, edge shapes, dtypes."""
+import functools
 import zlib
 
 import numpy as np
 import pytest
 
 from nncore import GRU, LSTM, RNN
-from nncore.recurrent import gru_forward, lstm_forward, rnn_forward
+from nncore.recurrent import gru_forward, kernel_available, lstm_forward, rnn_forward
 
 KINDS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+
+
+@pytest.fixture(params=["numpy", "cython"])
+def backend(request):
+    """Every layer test runs on the NumPy reference and, where it is built, on the compiled kernel."""
+    return request.param
+
+
+def make_layer(kind, backend):
+    if backend == "cython" and not kernel_available(kind):
+        pytest.skip(f"no compiled {kind} kernel")
+    return functools.partial(KINDS[kind], backend=backend)
 
 # (B, T, I, H): the edge cases T=1, B=1, H=1 and a few seeded random shapes
 EDGE_SHAPES = [(1, 1, 1, 1), (1, 4, 1, 1), (3, 1, 2, 1), (1, 1, 3, 2), (2, 3, 1, 4)]
@@ -42,10 +55,10 @@ def _loss_fn(kind, layer, x, state, R_out, R_state):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B%dT%dI%dH%d" % s)
 @pytest.mark.parametrize("with_state", [True, False], ids=["h0", "no-h0"])
-def test_gradients_match_finite_differences(kind, shape, with_state, check_grad):
+def test_gradients_match_finite_differences(kind, shape, with_state, check_grad, backend):
     B, T, I, H = shape
     rng = np.random.default_rng(zlib.crc32(repr((kind, shape)).encode()))  # stable across processes
-    layer = KINDS[kind](I, H, rng=rng)
+    layer = make_layer(kind, backend)(I, H, rng=rng)
     x = rng.normal(size=(B, T, I))
     state = _state(kind, B, H, rng) if with_state else None
     R_out = rng.normal(size=(B, T, H))
@@ -66,11 +79,11 @@ def test_gradients_match_finite_differences(kind, shape, with_state, check_grad)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_backward_with_only_last_state_gradient(kind, check_grad):
+def test_backward_with_only_last_state_gradient(kind, check_grad, backend):
     """``backward(None, dh_T)``: the forecaster's case, no loss on the intermediate outputs."""
     rng = np.random.default_rng(5)
     B, T, I, H = 3, 6, 2, 4
-    layer = KINDS[kind](I, H, rng=rng)
+    layer = make_layer(kind, backend)(I, H, rng=rng)
     x = rng.normal(size=(B, T, I))
     R_h = rng.normal(size=(B, H))
 
@@ -86,11 +99,11 @@ def test_backward_with_only_last_state_gradient(kind, check_grad):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("split", [1, 3, 6])
-def test_two_chunks_with_carried_state_equal_one_pass(kind, split):
+def test_two_chunks_with_carried_state_equal_one_pass(kind, split, backend):
     rng = np.random.default_rng(11)
     B, T, I, H = 3, 7, 2, 5
-    full = KINDS[kind](I, H, rng=3)
-    first, second = KINDS[kind](I, H, rng=3), KINDS[kind](I, H, rng=3)
+    full = make_layer(kind, backend)(I, H, rng=3)
+    first, second = make_layer(kind, backend)(I, H, rng=3), make_layer(kind, backend)(I, H, rng=3)
     x = rng.normal(size=(B, T, I))
     h0 = _state(kind, B, H, rng)
     R_out = rng.normal(size=(B, T, H))
@@ -133,9 +146,9 @@ def test_parameter_shapes_follow_pytorch(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dtype_is_kept_end_to_end(kind, dtype):
+def test_dtype_is_kept_end_to_end(kind, dtype, backend):
     rng = np.random.default_rng(0)
-    layer = KINDS[kind](2, 3, dtype=dtype, rng=rng)
+    layer = make_layer(kind, backend)(2, 3, dtype=dtype, rng=rng)
     x = rng.normal(size=(4, 5, 2)).astype(dtype)
     out, state = layer.forward(x)
     dx = layer.backward(np.ones_like(out), None)
@@ -145,10 +158,10 @@ def test_dtype_is_kept_end_to_end(kind, dtype):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_float32_matches_float64(kind):
+def test_float32_matches_float64(kind, backend):
     rng = np.random.default_rng(1)
-    l64 = KINDS[kind](2, 6, dtype=np.float64, rng=4)
-    l32 = KINDS[kind](2, 6, dtype=np.float32, rng=4)
+    l64 = make_layer(kind, backend)(2, 6, dtype=np.float64, rng=4)
+    l32 = make_layer(kind, backend)(2, 6, dtype=np.float32, rng=4)
     x = rng.normal(size=(5, 20, 2))
     out64, _ = l64.forward(x)
     out32, _ = l32.forward(x.astype(np.float32))
@@ -160,8 +173,8 @@ def test_float32_matches_float64(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_bad_inputs_raise_clear_errors(kind):
-    layer = KINDS[kind](2, 3, dtype=np.float32, rng=0)
+def test_bad_inputs_raise_clear_errors(kind, backend):
+    layer = make_layer(kind, backend)(2, 3, dtype=np.float32, rng=0)
     with pytest.raises(ValueError, match="dtype float64, expected float32"):
         layer.forward(np.zeros((1, 4, 2)))
     with pytest.raises(ValueError, match="last dimension 2"):
@@ -172,7 +185,7 @@ def test_bad_inputs_raise_clear_errors(kind):
     with pytest.raises(ValueError, match="batch size 2, expected 1"):
         layer.forward(np.zeros((1, 4, 2), dtype=np.float32), (bad_state, bad_state) if kind == "lstm" else bad_state)
     with pytest.raises(RuntimeError, match="before forward"):
-        KINDS[kind](2, 3).backward(None, None)
+        make_layer(kind, backend)(2, 3).backward(None, None)
     layer.forward(np.zeros((1, 4, 2), dtype=np.float32))
     with pytest.raises(ValueError, match="dout has shape"):
         layer.backward(np.zeros((1, 5, 3), dtype=np.float32))
@@ -210,3 +223,37 @@ def test_gru_and_lstm_forward_match_the_equations_written_out():
     _, (h1, c1_), _ = lstm_forward(x, (h0, c0), W_ih, W_hh, b_ih, b_hh)
     np.testing.assert_allclose(c1_, c1, rtol=1e-14)
     np.testing.assert_allclose(h1, o * np.tanh(c1), rtol=1e-14)
+
+
+def test_backend_is_visible_and_selectable(monkeypatch):
+    from nncore import recurrent
+
+    auto = RNN(1, 2)
+    assert auto.backend == ("cython" if kernel_available("rnn") else "numpy")
+    assert RNN(1, 2, backend="numpy").backend == "numpy"
+    with pytest.raises(ValueError, match="valid backends: auto, numpy, cython"):
+        RNN(1, 2, backend="fortran")
+
+    # as on a machine where the extension was never built
+    monkeypatch.setattr(recurrent, "_kernels", lambda: (None, ImportError("No module named 'kernels'")))
+    assert RNN(1, 2).backend == "numpy"
+    with pytest.raises(ValueError, match=r"backend='cython' requested for lstm, but the compiled kernel is not "
+                                         r"available \(No module named 'kernels'\)"):
+        LSTM(1, 2, backend="cython")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backends_agree_on_a_forecaster_sized_batch(kind):
+    """The default backend and the NumPy reference give the same outputs and gradients in float64."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(37, 30, 1))
+    ref, fast = KINDS[kind](1, 24, rng=1, backend="numpy"), KINDS[kind](1, 24, rng=1)
+    dh = rng.normal(size=(37, 24))
+    outs = []
+    for layer in (ref, fast):
+        out, _ = layer.forward(x)
+        layer.backward(None, (dh, None) if kind == "lstm" else dh)
+        outs.append(out)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-12)
+    for name in ref.grads:
+        np.testing.assert_allclose(fast.grads[name], ref.grads[name], rtol=0, atol=1e-11, err_msg=name)
