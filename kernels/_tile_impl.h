@@ -1,0 +1,649 @@
+/* Template body of the tile primitives: included by _tile.h once per precision with REAL (the
+ * scalar), V (a GCC vector of REAL, one SIMD register), VL (its lanes), SFX (name suffix),
+ * VTANH / VSIGMOID (exact vector activations) and VTANH_RNN (the tanh RNN's tanh) defined.
+ * No include guard on purpose. */
+
+#define FN(name) NN_CAT(name, SFX)
+#define NV 2               /* vectors per tile row block */
+#define TILE (NV * VL)     /* batch rows per tile: 16 (float) or 8 (double) with AVX */
+#define CH 16              /* time steps per chunk of the weight-gradient products */
+
+static inline int FN(tile_rows)(void) { return TILE; }
+
+NN_INLINE REAL FN(hsum)(V v)
+{
+    REAL s = 0;
+    for (int l = 0; l < VL; l++) s += v[l];
+    return s;
+}
+
+/* dst[f][b] = src[b * sb + f * sf] for b < nb, 0 for the padded rows b >= nb. */
+NN_INLINE void FN(load_tile)(V *dst_, int F, int nb, const REAL *src, ptrdiff_t sb, ptrdiff_t sf)
+{
+    REAL *dst = (REAL *)dst_;
+    for (int b = 0; b < nb; b++)
+        for (int f = 0; f < F; f++) dst[f * TILE + b] = src[b * sb + f * sf];
+    for (int f = 0; f < F; f++)
+        for (int b = nb; b < TILE; b++) dst[f * TILE + b] = 0;
+}
+
+/* dst[f][b] += src[b * sb + f * sf] for b < nb. */
+NN_INLINE void FN(add_tile)(V *dst_, int F, int nb, const REAL *src, ptrdiff_t sb, ptrdiff_t sf)
+{
+    REAL *dst = (REAL *)dst_;
+    for (int b = 0; b < nb; b++)
+        for (int f = 0; f < F; f++) dst[f * TILE + b] += src[b * sb + f * sf];
+}
+
+/* dst[b * sb + f * sf] = src[f][b] for b < nb. */
+NN_INLINE void FN(store_tile)(REAL *dst, ptrdiff_t sb, ptrdiff_t sf, int F, int nb, const V *src_)
+{
+    const REAL *src = (const REAL *)src_;
+    for (int b = 0; b < nb; b++)
+        for (int f = 0; f < F; f++) dst[b * sb + f * sf] = src[f * TILE + b];
+}
+
+/* mb (<= 4) rows of out = init + bias + W @ in, W rows of length K with stride ldw. */
+NN_INLINE void FN(mv_block)(const int mb, int K, const REAL *NN_RESTRICT W, ptrdiff_t ldw,
+                            const V *in, const V *init, const REAL *bias, V *out)
+{
+    V acc[4][NV];
+    const REAL *w[4];
+    for (int r = 0; r < mb; r++) {
+        w[r] = W + r * ldw;
+        for (int v = 0; v < NV; v++) {
+            V a = init ? init[r * NV + v] : (V){0};
+            if (bias) a += bias[r];
+            acc[r][v] = a;
+        }
+    }
+    for (int k = 0; k < K; k++, in += NV)
+        for (int v = 0; v < NV; v++) {
+            V h = in[v];
+            NN_REG(h); /* one load, not one memory operand per FMA: the load ports are the limit */
+            for (int r = 0; r < mb; r++) acc[r][v] += w[r][k] * h;
+        }
+    for (int r = 0; r < mb; r++)
+        for (int v = 0; v < NV; v++) out[r * NV + v] = acc[r][v];
+}
+
+/* out (M, TILE) = init + bias + W (M, K) @ in (K, TILE); init and bias may be NULL, init may
+ * be out itself. */
+static void FN(matvec)(int M, int K, const REAL *W, int ldw, const V *in, const V *init,
+                       const REAL *bias, V *out)
+{
+    int m = 0;
+    for (; m + 4 <= M; m += 4)
+        FN(mv_block)(4, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
+                     bias ? bias + m : NULL, out + m * NV);
+    for (; m < M; m++)
+        FN(mv_block)(1, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
+                     bias ? bias + m : NULL, out + m * NV);
+}
+
+/* mb x nc block of C += sum_s A_s B_sᵀ, contracting over steps s and the tile rows. */
+NN_INLINE void FN(gemm_block)(const int mb, const int nc, int S, const V *A, ptrdiff_t sa,
+                              const V *B, ptrdiff_t sb, REAL *C, int ldc)
+{
+    V acc[4][2];
+    for (int r = 0; r < mb; r++)
+        for (int c = 0; c < nc; c++) acc[r][c] = (V){0};
+    for (int s = 0; s < S; s++, A += sa, B += sb)
+        for (int v = 0; v < NV; v++) {
+            /* 8 accumulators + 2 B vectors + 1 A vector in registers: one load per vector */
+            V bv[2];
+            for (int c = 0; c < nc; c++) {
+                bv[c] = B[c * NV + v];
+                NN_REG(bv[c]);
+            }
+            for (int r = 0; r < mb; r++) {
+                V a = A[r * NV + v];
+                NN_REG(a);
+                for (int c = 0; c < nc; c++) acc[r][c] += a * bv[c];
+            }
+        }
+    for (int r = 0; r < mb; r++)
+        for (int c = 0; c < nc; c++) C[r * ldc + c] += FN(hsum)(acc[r][c]);
+}
+
+/* C (M, N) += sum over s < S of A_s (M, TILE) @ B_s (N, TILE)ᵀ, where A_s = A + s * sa and
+ * B_s = B + s * sb (strides in vectors): a weight gradient over a chunk of time steps. */
+static void FN(gemm_tn)(int M, int N, int S, const V *A, ptrdiff_t sa, const V *B, ptrdiff_t sb,
+                        REAL *C, int ldc)
+{
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        int n = 0;
+        for (; n + 2 <= N; n += 2)
+            FN(gemm_block)(4, 2, S, A + m * NV, sa, B + n * NV, sb, C + (ptrdiff_t)m * ldc + n, ldc);
+        for (; n < N; n++)
+            FN(gemm_block)(4, 1, S, A + m * NV, sa, B + n * NV, sb, C + (ptrdiff_t)m * ldc + n, ldc);
+    }
+    for (; m < M; m++) {
+        int n = 0;
+        for (; n + 2 <= N; n += 2)
+            FN(gemm_block)(1, 2, S, A + m * NV, sa, B + n * NV, sb, C + (ptrdiff_t)m * ldc + n, ldc);
+        for (; n < N; n++)
+            FN(gemm_block)(1, 1, S, A + m * NV, sa, B + n * NV, sb, C + (ptrdiff_t)m * ldc + n, ldc);
+    }
+}
+
+/* out (M,) += sum over s < S and the tile rows of A_s (M, TILE): a bias gradient. */
+static void FN(colsum)(int M, int S, const V *A, ptrdiff_t sa, REAL *out)
+{
+    for (int m = 0; m < M; m++) {
+        V acc = (V){0};
+        for (int s = 0; s < S; s++)
+            for (int v = 0; v < NV; v++) acc += A[s * sa + m * NV + v];
+        out[m] += FN(hsum)(acc);
+    }
+}
+
+/* Activations over n vectors, two independent vectors per iteration for the scheduler. */
+NN_INLINE void FN(tanh_inplace)(V *x, int n)
+{
+    int e = 0;
+    for (; e + 2 <= n; e += 2) {
+        V a = VTANH(x[e]), b = VTANH(x[e + 1]);
+        x[e] = a;
+        x[e + 1] = b;
+    }
+    for (; e < n; e++) x[e] = VTANH(x[e]);
+}
+
+/* the tanh RNN's activation (float: the fast rational tanh) */
+NN_INLINE void FN(tanh_rnn_inplace)(V *x, int n)
+{
+    int e = 0;
+    for (; e + 2 <= n; e += 2) {
+        V a = VTANH_RNN(x[e]), b = VTANH_RNN(x[e + 1]);
+        x[e] = a;
+        x[e + 1] = b;
+    }
+    for (; e < n; e++) x[e] = VTANH_RNN(x[e]);
+}
+
+/* a[:n] = tanh(a[:n]) (which = 0), sigmoid (1) or the tanh RNN's tanh (2) with the kernels'
+ * vector code (for the accuracy tests). */
+static void FN(act_array)(REAL *a, ptrdiff_t n, int which)
+{
+    for (ptrdiff_t i = 0; i < n; i += VL) {
+        V v = (V){0};
+        const int m = n - i < VL ? (int)(n - i) : VL;
+        for (int l = 0; l < m; l++) v[l] = a[i + l];
+        v = which == 1 ? VSIGMOID(v) : which == 2 ? VTANH_RNN(v) : VTANH(v);
+        for (int l = 0; l < m; l++) a[i + l] = v[l];
+    }
+}
+
+/* out = tanh(bias + W @ in). Measured: applying tanh in a separate pass beats applying it to
+ * each register block inside the product (the block's tanh constants spill). */
+static void FN(matvec_tanh)(int M, int K, const REAL *W, int ldw, const V *in, const REAL *bias,
+                            V *out)
+{
+    FN(matvec)(M, K, W, ldw, in, NULL, bias, out);
+    FN(tanh_rnn_inplace)(out, M * NV);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * tanh RNN. A state slot is (H + I, TILE): rows 0..H-1 hold h_t, rows H.. hold x_t, the input
+ * of the step that reads h_t, so one product with W_cat = [W_hh | W_ih] (H, H + I) makes a
+ * whole pre-activation and one product over the slots makes [dW_hh | dW_ih].
+ * ---------------------------------------------------------------------------------------- */
+
+/* Forward over all T steps of one tile. hbuf holds T + 1 slots if full (the backward needs
+ * them), else 2 (a ring); h0 NULL means zeros. out (row b0, (T, H) per row) and hT may be NULL. */
+static void FN(rnn_fwd_tile)(int T, int I, int H, int nb,
+                             const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                             const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                             const REAL *W_cat, const REAL *bias, REAL *hbuf_, int full,
+                             REAL *out, ptrdiff_t osb, ptrdiff_t ost, REAL *hT, ptrdiff_t hTsb)
+{
+    V *hbuf = (V *)hbuf_;
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV;
+    if (h0)
+        FN(load_tile)(hbuf, H, nb, h0, h0sb, h0sj);
+    else
+        for (ptrdiff_t e = 0; e < (ptrdiff_t)H * NV; e++) hbuf[e] = (V){0};
+    V *nxt = hbuf;
+    for (int t = 0; t < T; t++) {
+        V *cur = hbuf + (full ? t : (t & 1)) * slot;
+        nxt = hbuf + (full ? t + 1 : ((t + 1) & 1)) * slot;
+        FN(load_tile)(cur + H * NV, I, nb, x + t * xst, xsb, xsi);
+        /* h_t = tanh(W_hh h_{t-1} + W_ih x_t + b) */
+        FN(matvec_tanh)(H, H + I, W_cat, H + I, cur, bias, nxt);
+        if (out) FN(store_tile)(out + t * ost, osb, 1, H, nb, nxt);
+    }
+    if (full)
+        for (ptrdiff_t e = (ptrdiff_t)H * NV; e < slot; e++) nxt[e] = (V){0};
+    if (hT) FN(store_tile)(hT, hTsb, 1, H, nb, nxt);
+}
+
+static inline ptrdiff_t FN(rnn_bwd_work)(int I, int H)
+{
+    return (ptrdiff_t)TILE * (H + I + CH * H);
+}
+
+/* Backward over all T steps of one tile. hbuf: the T + 1 slots of the forward; dh: (H, TILE)
+ * gradient w.r.t. h_T on entry, w.r.t. h0 on exit. dout and dx may be NULL. The weight
+ * gradient [dW_hh | dW_ih] is added into dW_cat (H, H + I), the bias gradient into db (H,).
+ * W_cat_T is W_catᵀ (H + I, H). */
+static void FN(rnn_bwd_tile)(int T, int I, int H, int nb,
+                             const REAL *dout, ptrdiff_t dsb, ptrdiff_t dst, ptrdiff_t dsj,
+                             const REAL *W_cat_T, const REAL *hbuf_, REAL *dh_, REAL *work,
+                             REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst, ptrdiff_t dxsi,
+                             REAL *dW_cat, REAL *db)
+{
+    const V *hbuf = (const V *)hbuf_;
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV;
+    V *dhx = (V *)work;                 /* (H + I, TILE): [dh_{t-1}; dx_t] */
+    V *da = dhx + slot;                 /* (CH, H, TILE) */
+    V *dh = (V *)dh_;
+    for (ptrdiff_t e = 0; e < hsz; e++) dhx[e] = dh[e];
+    for (int hi = T; hi > 0; hi -= CH) {
+        const int lo = hi > CH ? hi - CH : 0;
+        for (int t = hi - 1; t >= lo; t--) {
+            if (dout) FN(add_tile)(dhx, H, nb, dout + t * dst, dsb, dsj);
+            const V *h = hbuf + (t + 1) * slot;
+            V *dac = da + (t - lo) * hsz;
+            /* da_t = dh_t * (1 - h_t^2): tanh' from the saved output */
+            for (ptrdiff_t e = 0; e < hsz; e++) dac[e] = dhx[e] * ((REAL)1 - h[e] * h[e]);
+            /* [dh_{t-1}; dx_t] = W_catᵀ da_t */
+            FN(matvec)(dx ? H + I : H, H, W_cat_T, H, dac, NULL, NULL, dhx);
+            if (dx) FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dhx + hsz);
+        }
+        /* [dW_hh | dW_ih] += da_t [h_{t-1}; x_t]ᵀ and db += da_t over the chunk */
+        FN(gemm_tn)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, dW_cat, H + I);
+        FN(colsum)(H, hi - lo, da, hsz, db);
+    }
+    for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
+}
+
+/* Dense head and mean-squared error on the last state of one tile. hT: (H, TILE). Returns the
+ * tile's sum of squared residuals; writes dh (H, TILE) = dŷ W_out with dŷ = scale (ŷ - y),
+ * adds the head's gradients into dW_out (O, H) and db_out (O,). yh is (O, TILE) scratch. */
+static double FN(mse_head_tile)(int H, int O, int nb, const REAL *hT_, const REAL *y,
+                                ptrdiff_t ysb, ptrdiff_t yso, const REAL *W_out,
+                                const REAL *W_out_T, const REAL *b_out, REAL scale, REAL *yh_,
+                                REAL *dh_, REAL *dW_out, REAL *db_out)
+{
+    const V *hT = (const V *)hT_;
+    V *yh = (V *)yh_;
+    /* ŷ = W_out h_T + b_out */
+    FN(matvec)(O, H, W_out, H, hT, NULL, b_out, yh);
+    double loss = 0.0;
+    for (int o = 0; o < O; o++)
+        for (int b = 0; b < TILE; b++) {
+            REAL r = 0;
+            if (b < nb) {
+                r = yh_[o * TILE + b] - y[b * ysb + o * yso];
+                loss += (double)r * (double)r;
+            }
+            yh_[o * TILE + b] = scale * r;
+        }
+    FN(gemm_tn)(O, H, 1, yh, 0, hT, 0, dW_out, H);
+    FN(colsum)(O, 1, yh, 0, db_out);
+    /* dh_T = dŷ W_out */
+    FN(matvec)(H, O, W_out_T, O, yh, NULL, NULL, (V *)dh_);
+    return loss;
+}
+
+/* Workspace (in REAL elements) of one thread for the whole-tile entry points below. */
+static inline ptrdiff_t FN(rnn_ws)(int T, int I, int H, int O, int mode)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * TILE;
+    if (mode == 0) /* forward: a ring of 2 slots */
+        return 2 * slot;
+    /* backward / train step: all T + 1 slots, dh, ŷ and the backward's work */
+    return (T + 1) * slot + (ptrdiff_t)H * TILE + (ptrdiff_t)O * TILE + FN(rnn_bwd_work)(I, H);
+}
+
+/* Separate backward of one tile: gathers h_0..h_T from h0 and out (as written by the forward)
+ * and x, runs the backward and stores dh0 (row b0). dh_T may be NULL. */
+static void FN(rnn_backward_tile)(int T, int I, int H, int nb,
+                                  const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                  const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                  const REAL *out, ptrdiff_t osb, ptrdiff_t ost, ptrdiff_t osj,
+                                  const REAL *dout, ptrdiff_t dsb, ptrdiff_t dst, ptrdiff_t dsj,
+                                  const REAL *dhT, ptrdiff_t dhsb, ptrdiff_t dhsj,
+                                  const REAL *W_cat_T, REAL *ws,
+                                  REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst, ptrdiff_t dxsi,
+                                  REAL *dh0, ptrdiff_t dh0sb, REAL *dW_cat, REAL *db)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * TILE, hsz = (ptrdiff_t)H * TILE;
+    REAL *hbuf = ws, *dh = hbuf + (T + 1) * slot, *work = dh + hsz;
+    if (h0)
+        FN(load_tile)((V *)hbuf, H, nb, h0, h0sb, h0sj);
+    else
+        for (ptrdiff_t e = 0; e < hsz; e++) hbuf[e] = 0;
+    for (int t = 0; t < T; t++) {
+        FN(load_tile)((V *)(hbuf + t * slot + hsz), I, nb, x + t * xst, xsb, xsi);
+        FN(load_tile)((V *)(hbuf + (t + 1) * slot), H, nb, out + t * ost, osb, osj);
+    }
+    if (dhT)
+        FN(load_tile)((V *)dh, H, nb, dhT, dhsb, dhsj);
+    else
+        for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = 0;
+    FN(rnn_bwd_tile)(T, I, H, nb, dout, dsb, dst, dsj, W_cat_T, hbuf, dh, work,
+                     dx, dxsb, dxst, dxsi, dW_cat, db);
+    FN(store_tile)(dh0, dh0sb, 1, H, nb, (const V *)dh);
+}
+
+/* Fused training step of one tile: forward over T steps keeping the tile's states, dense head
+ * and MSE on h_T, backward. Returns the tile's sum of squared residuals. */
+static double FN(rnn_train_tile)(int T, int I, int H, int O, int nb,
+                                 const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                 const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                 const REAL *y, ptrdiff_t ysb, ptrdiff_t yso,
+                                 const REAL *W_cat, const REAL *bias, const REAL *W_cat_T,
+                                 const REAL *W_out, const REAL *W_out_T, const REAL *b_out,
+                                 REAL scale, REAL *ws, REAL *hT, ptrdiff_t hTsb,
+                                 REAL *dh0, ptrdiff_t dh0sb, REAL *dW_cat, REAL *db,
+                                 REAL *dW_out, REAL *db_out)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * TILE;
+    REAL *hbuf = ws, *dh = hbuf + (T + 1) * slot, *yh = dh + (ptrdiff_t)H * TILE;
+    REAL *work = yh + (ptrdiff_t)O * TILE;
+    FN(rnn_fwd_tile)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, W_cat, bias, hbuf, 1,
+                     NULL, 0, 0, hT, hTsb);
+    double loss = FN(mse_head_tile)(H, O, nb, hbuf + T * slot, y, ysb, yso, W_out, W_out_T, b_out,
+                                    scale, yh, dh, dW_out, db_out);
+    FN(rnn_bwd_tile)(T, I, H, nb, NULL, 0, 0, 0, W_cat_T, hbuf, dh, work, NULL, 0, 0, 0, dW_cat, db);
+    FN(store_tile)(dh0, dh0sb, 1, H, nb, (const V *)dh);
+    return loss;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Shared by GRU and LSTM: the tile buffer keeps, per step, the state slot [h_t; x_t] (as the
+ * RNN) and a record of the activated gates, everything the backward reads (and nothing else).
+ * ---------------------------------------------------------------------------------------- */
+
+/* a (n vectors) = sigmoid(a) */
+NN_INLINE void FN(sigmoid_vec)(V *a, ptrdiff_t n)
+{
+    ptrdiff_t e = 0;
+    for (; e + 2 <= n; e += 2) {
+        V p = VSIGMOID(a[e]), q = VSIGMOID(a[e + 1]);
+        a[e] = p;
+        a[e + 1] = q;
+    }
+    for (; e < n; e++) a[e] = VSIGMOID(a[e]);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * GRU (r, z, n). Record per step: r, z, n, hn = W_hn h_{t-1} + b_hn, each (H, TILE).
+ * ---------------------------------------------------------------------------------------- */
+static inline ptrdiff_t FN(gru_tilebuf)(int T, int I, int H)
+{
+    return ((ptrdiff_t)(T + 1) * (H + I) + (ptrdiff_t)T * 4 * H) * TILE;
+}
+
+static inline ptrdiff_t FN(gru_work)(int I, int H, int O)
+{
+    return (ptrdiff_t)TILE * (H + 6 * CH * H + I + O + 6 * H);
+}
+
+/* Forward of one tile into buf (gru_tilebuf); gtmp is (6H, TILE) scratch. out/hT may be NULL. */
+static void FN(gru_forward_tile)(int T, int I, int H, int nb,
+                                 const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                 const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                 const REAL *W_ih, const REAL *W_hh, const REAL *b_ih,
+                                 const REAL *b_hh, REAL *buf, REAL *gtmp,
+                                 REAL *out, ptrdiff_t osb, ptrdiff_t ost, REAL *hT, ptrdiff_t hTsb)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV;
+    V *hb = (V *)buf, *rec = hb + (T + 1) * slot;
+    V *gi = (V *)gtmp, *gh = gi + 3 * hsz;
+    if (h0)
+        FN(load_tile)(hb, H, nb, h0, h0sb, h0sj);
+    else
+        for (ptrdiff_t e = 0; e < hsz; e++) hb[e] = (V){0};
+    for (int t = 0; t < T; t++) {
+        V *cur = hb + t * slot, *nxt = cur + slot;
+        V *r = rec + t * 4 * hsz, *z = r + hsz, *n = z + hsz, *hn = n + hsz;
+        FN(load_tile)(cur + hsz, I, nb, x + t * xst, xsb, xsi);
+        /* gi = W_ih x_t + b_ih, gh = W_hh h_{t-1} + b_hh, each (3H, TILE) */
+        FN(matvec)(3 * H, I, W_ih, I, cur + hsz, NULL, b_ih, gi);
+        FN(matvec)(3 * H, H, W_hh, H, cur, NULL, b_hh, gh);
+        for (ptrdiff_t e = 0; e < 2 * hsz; e++) r[e] = gi[e] + gh[e];   /* r and z */
+        FN(sigmoid_vec)(r, 2 * hsz);
+        for (ptrdiff_t e = 0; e < hsz; e++) {
+            hn[e] = gh[2 * hsz + e];
+            n[e] = gi[2 * hsz + e] + r[e] * hn[e];
+        }
+        FN(tanh_inplace)(n, (int)hsz);
+        /* h_t = (1 - z) n + z h_{t-1} */
+        for (ptrdiff_t e = 0; e < hsz; e++) nxt[e] = n[e] + z[e] * (cur[e] - n[e]);
+        if (out) FN(store_tile)(out + t * ost, osb, 1, H, nb, nxt);
+    }
+    for (ptrdiff_t e = hsz; e < slot; e++) hb[T * slot + e] = (V){0};
+    if (hT) FN(store_tile)(hT, hTsb, 1, H, nb, hb + T * slot);
+}
+
+/* Backward of one tile from buf; dh (H, TILE): gradient w.r.t. h_T in, w.r.t. h0 out. */
+static void FN(gru_bwd_tile)(int T, int I, int H, int nb,
+                             const REAL *dout, ptrdiff_t dsb, ptrdiff_t dst, ptrdiff_t dsj,
+                             const REAL *W_ih_T, const REAL *W_hh_T, const REAL *buf, V *dh,
+                             REAL *work, REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst, ptrdiff_t dxsi,
+                             REAL *dW_ih, REAL *dW_hh, REAL *db_ih, REAL *db_hh)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV, g3 = 3 * hsz;
+    const V *hb = (const V *)buf, *rec = hb + (T + 1) * slot;
+    V *dgi = (V *)work, *dgh = dgi + CH * g3, *dxt = dgh + CH * g3;
+    for (int hi = T; hi > 0; hi -= CH) {
+        const int lo = hi > CH ? hi - CH : 0;
+        for (int t = hi - 1; t >= lo; t--) {
+            if (dout) FN(add_tile)(dh, H, nb, dout + t * dst, dsb, dsj);
+            const V *hp = hb + t * slot;
+            const V *r = rec + t * 4 * hsz, *z = r + hsz, *n = z + hsz, *hn = n + hsz;
+            V *gi = dgi + (t - lo) * g3, *gh = dgh + (t - lo) * g3;
+            for (ptrdiff_t e = 0; e < hsz; e++) {
+                const V d = dh[e];
+                const V dan = d * ((REAL)1 - z[e]) * ((REAL)1 - n[e] * n[e]);
+                const V dar = dan * hn[e] * r[e] * ((REAL)1 - r[e]);
+                const V daz = d * (hp[e] - n[e]) * z[e] * ((REAL)1 - z[e]);
+                gi[e] = dar; gi[hsz + e] = daz; gi[2 * hsz + e] = dan;
+                gh[e] = dar; gh[hsz + e] = daz; gh[2 * hsz + e] = dan * r[e];
+                dh[e] = d * z[e];
+            }
+            /* dh_{t-1} = dh_t z_t + W_hhᵀ dgh_t;  dx_t = W_ihᵀ dgi_t */
+            FN(matvec)(H, 3 * H, W_hh_T, 3 * H, gh, dh, NULL, dh);
+            if (dx) {
+                FN(matvec)(I, 3 * H, W_ih_T, 3 * H, gi, NULL, NULL, dxt);
+                FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dxt);
+            }
+        }
+        FN(gemm_tn)(3 * H, H, hi - lo, dgh, g3, hb + lo * slot, slot, dW_hh, H);
+        FN(gemm_tn)(3 * H, I, hi - lo, dgi, g3, hb + lo * slot + hsz, slot, dW_ih, I);
+        FN(colsum)(3 * H, hi - lo, dgi, g3, db_ih);
+        FN(colsum)(3 * H, hi - lo, dgh, g3, db_hh);
+    }
+}
+
+static void FN(gru_backward_tile)(int T, int I, int H, int nb,
+                                  const REAL *dout, ptrdiff_t dsb, ptrdiff_t dst, ptrdiff_t dsj,
+                                  const REAL *dhT, ptrdiff_t dhsb, ptrdiff_t dhsj,
+                                  const REAL *W_ih_T, const REAL *W_hh_T, const REAL *buf,
+                                  REAL *work, REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst, ptrdiff_t dxsi,
+                                  REAL *dh0, ptrdiff_t dh0sb,
+                                  REAL *dW_ih, REAL *dW_hh, REAL *db_ih, REAL *db_hh)
+{
+    V *dh = (V *)work;
+    if (dhT)
+        FN(load_tile)(dh, H, nb, dhT, dhsb, dhsj);
+    else
+        for (ptrdiff_t e = 0; e < (ptrdiff_t)H * NV; e++) dh[e] = (V){0};
+    FN(gru_bwd_tile)(T, I, H, nb, dout, dsb, dst, dsj, W_ih_T, W_hh_T, buf, dh,
+                     work + (ptrdiff_t)H * TILE, dx, dxsb, dxst, dxsi, dW_ih, dW_hh, db_ih, db_hh);
+    FN(store_tile)(dh0, dh0sb, 1, H, nb, dh);
+}
+
+static double FN(gru_train_tile)(int T, int I, int H, int O, int nb,
+                                 const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                 const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                 const REAL *y, ptrdiff_t ysb, ptrdiff_t yso,
+                                 const REAL *W_ih, const REAL *W_hh, const REAL *b_ih,
+                                 const REAL *b_hh, const REAL *W_ih_T, const REAL *W_hh_T,
+                                 const REAL *W_out, const REAL *W_out_T, const REAL *b_out,
+                                 REAL scale, REAL *ws, REAL *hT, ptrdiff_t hTsb,
+                                 REAL *dh0, ptrdiff_t dh0sb, REAL *dW_ih, REAL *dW_hh,
+                                 REAL *db_ih, REAL *db_hh, REAL *dW_out, REAL *db_out)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * TILE;
+    REAL *buf = ws, *dh = buf + FN(gru_tilebuf)(T, I, H), *work = dh + (ptrdiff_t)H * TILE;
+    REAL *yh = work + (ptrdiff_t)TILE * (6 * CH * H + I), *gtmp = yh + (ptrdiff_t)O * TILE;
+    FN(gru_forward_tile)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, W_ih, W_hh, b_ih, b_hh,
+                         buf, gtmp, NULL, 0, 0, hT, hTsb);
+    double loss = FN(mse_head_tile)(H, O, nb, buf + T * slot, y, ysb, yso, W_out, W_out_T, b_out,
+                                    scale, yh, dh, dW_out, db_out);
+    FN(gru_bwd_tile)(T, I, H, nb, NULL, 0, 0, 0, W_ih_T, W_hh_T, buf, (V *)dh, work,
+                     NULL, 0, 0, 0, dW_ih, dW_hh, db_ih, db_hh);
+    FN(store_tile)(dh0, dh0sb, 1, H, nb, (const V *)dh);
+    return loss;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * LSTM (i, f, g, o). Besides the state slots, the buffer keeps c_0..c_T and per step the
+ * record i, f, g, o, tanh(c_t), each (H, TILE).
+ * ---------------------------------------------------------------------------------------- */
+static inline ptrdiff_t FN(lstm_tilebuf)(int T, int I, int H)
+{
+    return ((ptrdiff_t)(T + 1) * (2 * H + I) + (ptrdiff_t)T * 5 * H) * TILE;
+}
+
+static inline ptrdiff_t FN(lstm_work)(int I, int H, int O)
+{
+    return (ptrdiff_t)TILE * (3 * H + I + 4 * CH * H + O);
+}
+
+static void FN(lstm_forward_tile)(int T, int I, int H, int nb,
+                                  const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                  const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                  const REAL *c0, ptrdiff_t c0sb, ptrdiff_t c0sj,
+                                  const REAL *W_cat, const REAL *bias, REAL *buf,
+                                  REAL *out, ptrdiff_t osb, ptrdiff_t ost,
+                                  REAL *hT, ptrdiff_t hTsb, REAL *cT, ptrdiff_t cTsb)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV;
+    V *hb = (V *)buf, *cb = hb + (T + 1) * slot, *rec = cb + (T + 1) * hsz;
+    if (h0)
+        FN(load_tile)(hb, H, nb, h0, h0sb, h0sj);
+    else
+        for (ptrdiff_t e = 0; e < hsz; e++) hb[e] = (V){0};
+    if (c0)
+        FN(load_tile)(cb, H, nb, c0, c0sb, c0sj);
+    else
+        for (ptrdiff_t e = 0; e < hsz; e++) cb[e] = (V){0};
+    for (int t = 0; t < T; t++) {
+        V *cur = hb + t * slot, *nxt = cur + slot, *c = cb + t * hsz, *cn = c + hsz;
+        V *gi = rec + t * 5 * hsz, *gf = gi + hsz, *gg = gf + hsz, *go = gg + hsz, *tc = go + hsz;
+        FN(load_tile)(cur + hsz, I, nb, x + t * xst, xsb, xsi);
+        /* [i f g o] = W_hh h_{t-1} + W_ih x_t + b, then σ, σ, tanh, σ */
+        FN(matvec)(4 * H, H + I, W_cat, H + I, cur, NULL, bias, gi);
+        FN(sigmoid_vec)(gi, 2 * hsz);
+        FN(tanh_inplace)(gg, (int)hsz);
+        FN(sigmoid_vec)(go, hsz);
+        for (ptrdiff_t e = 0; e < hsz; e++) tc[e] = cn[e] = gf[e] * c[e] + gi[e] * gg[e];
+        FN(tanh_inplace)(tc, (int)hsz);
+        for (ptrdiff_t e = 0; e < hsz; e++) nxt[e] = go[e] * tc[e];
+        if (out) FN(store_tile)(out + t * ost, osb, 1, H, nb, nxt);
+    }
+    for (ptrdiff_t e = hsz; e < slot; e++) hb[T * slot + e] = (V){0};
+    if (hT) FN(store_tile)(hT, hTsb, 1, H, nb, hb + T * slot);
+    if (cT) FN(store_tile)(cT, cTsb, 1, H, nb, cb + T * hsz);
+}
+
+/* dh, dc (H, TILE): gradients w.r.t. h_T, c_T in; w.r.t. h0, c0 out. */
+static void FN(lstm_bwd_tile)(int T, int I, int H, int nb,
+                              const REAL *dout, ptrdiff_t dsb, ptrdiff_t dst, ptrdiff_t dsj,
+                              const REAL *W_cat_T, const REAL *buf, V *dh, V *dc, REAL *work,
+                              REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst, ptrdiff_t dxsi,
+                              REAL *dW_cat, REAL *db)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV, g4 = 4 * hsz;
+    const V *hb = (const V *)buf, *cb = hb + (T + 1) * slot, *rec = cb + (T + 1) * hsz;
+    V *dhx = (V *)work, *da = dhx + slot;
+    for (ptrdiff_t e = 0; e < hsz; e++) dhx[e] = dh[e];
+    for (int hi = T; hi > 0; hi -= CH) {
+        const int lo = hi > CH ? hi - CH : 0;
+        for (int t = hi - 1; t >= lo; t--) {
+            if (dout) FN(add_tile)(dhx, H, nb, dout + t * dst, dsb, dsj);
+            const V *gi = rec + t * 5 * hsz, *gf = gi + hsz, *gg = gf + hsz, *go = gg + hsz;
+            const V *tc = go + hsz, *c = cb + t * hsz;
+            V *a = da + (t - lo) * g4;
+            for (ptrdiff_t e = 0; e < hsz; e++) {
+                const V d = dhx[e];
+                const V dct = dc[e] + d * go[e] * ((REAL)1 - tc[e] * tc[e]);
+                a[e] = dct * gg[e] * gi[e] * ((REAL)1 - gi[e]);
+                a[hsz + e] = dct * c[e] * gf[e] * ((REAL)1 - gf[e]);
+                a[2 * hsz + e] = dct * gi[e] * ((REAL)1 - gg[e] * gg[e]);
+                a[3 * hsz + e] = d * tc[e] * go[e] * ((REAL)1 - go[e]);
+                dc[e] = dct * gf[e];
+            }
+            /* [dh_{t-1}; dx_t] = W_catᵀ da_t */
+            FN(matvec)(dx ? H + I : H, 4 * H, W_cat_T, 4 * H, a, NULL, NULL, dhx);
+            if (dx) FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dhx + hsz);
+        }
+        FN(gemm_tn)(4 * H, H + I, hi - lo, da, g4, hb + lo * slot, slot, dW_cat, H + I);
+        FN(colsum)(4 * H, hi - lo, da, g4, db);
+    }
+    for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
+}
+
+static void FN(lstm_backward_tile)(int T, int I, int H, int nb,
+                                   const REAL *dout, ptrdiff_t dsb, ptrdiff_t dst, ptrdiff_t dsj,
+                                   const REAL *dhT, ptrdiff_t dhsb, ptrdiff_t dhsj,
+                                   const REAL *dcT, ptrdiff_t dcsb, ptrdiff_t dcsj,
+                                   const REAL *W_cat_T, const REAL *buf, REAL *work,
+                                   REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst, ptrdiff_t dxsi,
+                                   REAL *dh0, ptrdiff_t dh0sb, REAL *dc0, ptrdiff_t dc0sb,
+                                   REAL *dW_cat, REAL *db)
+{
+    const ptrdiff_t hsz = (ptrdiff_t)H * NV;
+    V *dh = (V *)work, *dc = dh + hsz;
+    if (dhT)
+        FN(load_tile)(dh, H, nb, dhT, dhsb, dhsj);
+    else
+        for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = (V){0};
+    if (dcT)
+        FN(load_tile)(dc, H, nb, dcT, dcsb, dcsj);
+    else
+        for (ptrdiff_t e = 0; e < hsz; e++) dc[e] = (V){0};
+    FN(lstm_bwd_tile)(T, I, H, nb, dout, dsb, dst, dsj, W_cat_T, buf, dh, dc,
+                      work + 2 * (ptrdiff_t)H * TILE, dx, dxsb, dxst, dxsi, dW_cat, db);
+    FN(store_tile)(dh0, dh0sb, 1, H, nb, dh);
+    FN(store_tile)(dc0, dc0sb, 1, H, nb, dc);
+}
+
+static double FN(lstm_train_tile)(int T, int I, int H, int O, int nb,
+                                  const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                  const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                  const REAL *c0, ptrdiff_t c0sb, ptrdiff_t c0sj,
+                                  const REAL *y, ptrdiff_t ysb, ptrdiff_t yso,
+                                  const REAL *W_cat, const REAL *bias, const REAL *W_cat_T,
+                                  const REAL *W_out, const REAL *W_out_T, const REAL *b_out,
+                                  REAL scale, REAL *ws, REAL *hT, ptrdiff_t hTsb,
+                                  REAL *cT, ptrdiff_t cTsb, REAL *dh0, ptrdiff_t dh0sb,
+                                  REAL *dc0, ptrdiff_t dc0sb, REAL *dW_cat, REAL *db,
+                                  REAL *dW_out, REAL *db_out)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * TILE, hsz = (ptrdiff_t)H * TILE;
+    REAL *buf = ws, *dh = buf + FN(lstm_tilebuf)(T, I, H), *dc = dh + hsz, *yh = dc + hsz;
+    REAL *work = yh + (ptrdiff_t)O * TILE;
+    FN(lstm_forward_tile)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, c0, c0sb, c0sj, W_cat,
+                          bias, buf, NULL, 0, 0, hT, hTsb, cT, cTsb);
+    double loss = FN(mse_head_tile)(H, O, nb, buf + T * slot, y, ysb, yso, W_out, W_out_T, b_out,
+                                    scale, yh, dh, dW_out, db_out);
+    for (ptrdiff_t e = 0; e < hsz; e++) dc[e] = 0;
+    FN(lstm_bwd_tile)(T, I, H, nb, NULL, 0, 0, 0, W_cat_T, buf, (V *)dh, (V *)dc, work,
+                      NULL, 0, 0, 0, dW_cat, db);
+    FN(store_tile)(dh0, dh0sb, 1, H, nb, (const V *)dh);
+    FN(store_tile)(dc0, dc0sb, 1, H, nb, (const V *)dc);
+    return loss;
+}
+
+
+#undef FN
+#undef NV
+#undef TILE
+#undef CH
