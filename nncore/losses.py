@@ -28,7 +28,6 @@ import numpy as np
 
 from .activations import get_activation
 from .layers import Activation, Dense, Module
-from .models import MLPForecaster
 from .network import Sequential
 
 
@@ -69,6 +68,8 @@ def is_weight(name: str) -> bool:
 
 def _dense_stack(model: Module) -> list[tuple[Dense, object]]:
     """Flatten a Dense network into [(dense, activation_fn), …]; identity where none follows."""
+    from .models import MLPForecaster  # models import this module
+
     if isinstance(model, MLPForecaster):
         model = model.mlp
     if not isinstance(model, Sequential):
@@ -103,6 +104,8 @@ def gradient_norm_penalty(model: Module, x: np.ndarray, lam: float, accumulate: 
 
     Returns the penalty value.
     """
+    from .models import MLPForecaster  # models import this module
+
     if isinstance(model, MLPForecaster):
         x = np.asarray(x).reshape(len(x), -1)
     stack = _dense_stack(model)
@@ -204,9 +207,10 @@ def objective(model: Module, x: np.ndarray, y: np.ndarray, loss: str = "mse",
     Returns ``(total, data_loss)`` where total = data_loss + penalty. Call ``model.zero_grad()``
     before it (or use the optimizer's ``zero_grad``).
     """
-    out = model.forward(x)
-    pred = out[0] if isinstance(out, tuple) else out  # forecasters return (prediction, state)
-    data_loss, dpred = get_loss(loss)(pred, y)
-    model.backward(dpred)
+    if hasattr(model, "loss_and_grad"):  # forecasters (fused kernel where available)
+        data_loss, _ = model.loss_and_grad(x, y, loss)
+    else:
+        data_loss, dpred = get_loss(loss)(model.forward(x), y)
+        model.backward(dpred)
     penalty = regularization(model, x) if regularization is not None else 0.0
     return data_loss + penalty, data_loss

@@ -6,6 +6,9 @@ Both share one interface so training and evaluation code never branch on the kin
   (B, O). ``state`` is the recurrent layer's last state (``(h, c)`` for an LSTM, ``None`` for the
   MLP) and can be passed back as ``h`` to carry it into the next window.
 * ``backward(dpred) -> dx`` adds into ``grads``.
+* ``loss_and_grad(x, y, loss="mse", h=None) -> (loss, state)`` does forward, loss and backward
+  in one call; on the compiled backend with the MSE loss it runs the fused kernel, which never
+  materialises the hidden-state sequence.
 * ``config`` is a JSON-serialisable dict; ``build_model(**config)`` rebuilds the architecture.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from ._utils import as_dtype, as_generator, check_array
 from .layers import Dense, Module
+from .losses import get_loss
 from .network import Sequential, mlp
 from .recurrent import RECURRENT_LAYERS
 
@@ -63,6 +67,30 @@ class RecurrentForecaster(Module):
         if self.kind == "lstm":
             return self.rnn.backward(None, (dh_T, None))
         return self.rnn.backward(None, dh_T)
+
+    def loss_and_grad(self, x, y, loss: str = "mse", h=None):
+        """Loss of the prediction for ``x`` against ``y`` (B, O); adds the gradients into ``grads``.
+
+        Returns ``(loss, last state)``. With MSE on the compiled backend this is one fused kernel
+        call (forward, head, loss and backward per batch tile); otherwise forward + backward.
+        """
+        fused = self.rnn.fused_train_step if loss == "mse" else None
+        if fused is None:
+            pred, state = self.forward(x, h)
+            value, dpred = get_loss(loss)(pred, y)
+            self.backward(dpred)
+            return value, state
+        x = self.rnn._check_x(x)
+        y = check_array(y, self.dtype, 2, "y (B, O)", self.head.out_features)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} rows, x has {x.shape[0]} windows")
+        p, hp = self.rnn.params, self.head.params
+        value, state, grads = fused(x, y, h, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"], hp["W"], hp["b"])
+        for k in ("W_ih", "W_hh", "b_ih", "b_hh"):
+            self.rnn.grads[k] += grads[k]
+        self.head.grads["W"] += grads["W_out"]
+        self.head.grads["b"] += grads["b_out"]
+        return value, state
 
     def __repr__(self) -> str:
         return f"RecurrentForecaster({self.rnn!r}, {self.head!r})"
@@ -114,6 +142,13 @@ class MLPForecaster(Module):
         if self._x_shape is None:
             raise RuntimeError("MLPForecaster.backward called before forward")
         return self.mlp.backward(dpred).reshape(self._x_shape)
+
+    def loss_and_grad(self, x, y, loss: str = "mse", h=None):
+        """Forward, loss and backward; returns ``(loss, None)`` and adds the gradients into ``grads``."""
+        pred, _ = self.forward(x)
+        value, dpred = get_loss(loss)(pred, y)
+        self.backward(dpred)
+        return value, None
 
     def __repr__(self) -> str:
         return f"MLPForecaster(window={self.window}, {self.mlp!r})"

@@ -338,6 +338,16 @@ class _Recurrent(Layer):
         self.backend, self._forward_fn, self._backward_fn = _backend_functions(self.kind, backend)
         self._cache = None
 
+    @property
+    def fused_train_step(self):
+        """The compiled fused step (layer + dense head on the last state + MSE), or None on NumPy.
+
+        ``step(x, y, state, W_ih, W_hh, b_ih, b_hh, W_out, b_out) -> (loss, state_T, grads)``.
+        """
+        if self.backend != "cython":
+            return None
+        return getattr(_kernels()[0], f"{self.kind}_train_step", None)
+
     def _check_x(self, x) -> np.ndarray:
         x = check_array(x, self.dtype, 3, f"{type(self).__name__} input x (B, T, I)", self.input_size)
         if x.shape[0] < 1 or x.shape[1] < 1:

@@ -175,3 +175,31 @@ def test_same_seed_gives_identical_weights_after_training(kind):
     a, b, c = train(7), train(7), train(8)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_loss_and_grad_fused_kernel_equals_forward_backward(kind, dtype):
+    """On the compiled backend loss_and_grad runs the fused kernel; it must match the layer-by-layer path."""
+    from nncore.recurrent import kernel_available
+
+    if not kernel_available(kind):
+        pytest.skip(f"no compiled {kind} kernel")
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(37, 25, 1)).astype(dtype)
+    y = rng.normal(size=(37, 2)).astype(dtype)
+    ref = RecurrentForecaster(kind, 7, output_size=2, dtype=dtype, rng=2, backend="numpy")
+    fast = RecurrentForecaster(kind, 7, output_size=2, dtype=dtype, rng=2, backend="cython")
+    assert fast.rnn.fused_train_step is not None and ref.rnn.fused_train_step is None
+    loss_ref, state_ref = ref.loss_and_grad(x, y)
+    loss_fast, state_fast = fast.loss_and_grad(x, y)
+    tol = dict(rtol=0, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-6)
+    assert loss_fast == pytest.approx(loss_ref, rel=1e-12 if dtype == np.float64 else 1e-5)
+    parts = (lambda s: s) if kind == "lstm" else (lambda s: (s,))  # noqa: E731
+    for a, b in zip(parts(state_fast), parts(state_ref)):
+        np.testing.assert_allclose(a, b, **tol)
+    for key in ref.grads:
+        scale = float(np.abs(ref.grads[key]).max())
+        np.testing.assert_allclose(fast.grads[key], ref.grads[key], rtol=tol["rtol"],
+                                   atol=max(tol["atol"], 1e-5 * scale) if dtype == np.float32 else tol["atol"],
+                                   err_msg=key)
