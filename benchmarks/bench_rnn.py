@@ -1,0 +1,269 @@
+"""Benchmark of one training pass (forward + backward) of the recurrent layer.
+
+Workload per case: a recurrent layer over (B, T, I) inputs, a dense head on the last state and
+the mean squared error; one pass = forward, loss gradient, backward, all parameter gradients.
+Backends:
+
+  numpy        nncore.recurrent *_forward / *_backward (dout=None, dh_T from the head)
+  kernel       kernels.*_forward / *_backward, separate calls (out and dx are built)
+  fused        kernels.*_train_step (forward, head, loss, backward per tile; no out, no dx)
+  torch        torch.nn.RNN/GRU/LSTM (batch_first) + Linear + MSELoss, .backward()
+  torch-ftz    the same with torch.set_flush_denormal(True), set before torch starts its threads
+
+Each backend is timed in its own subprocess (OpenMP runtimes of torch and of the kernels are
+never mixed in one process), with the same thread count (kernels.threads()). Reported: the
+median of --repeats runs after one warm-up, ratios, and GFLOP/s with
+
+  FLOP = B · T · G · (6 H² + 6 H I)   (G = 1 RNN, 3 GRU, 4 LSTM)
+
+i.e. the multiply-adds (2 FLOP each) of the forward products x W_ihᵀ and h W_hhᵀ and of the
+backward's dh, dx, dW_hh and dW_ih; activations and elementwise work are not counted.
+
+Usage: python benchmarks/bench_rnn.py [--quick] [--kinds rnn,gru,lstm] [--repeats N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+CASES = {  # name: (B, T, I, H)
+    "reference": (4900, 240, 1, 24),
+    "small-batch": (1, 240, 1, 24),
+    "large-hidden": (256, 100, 1, 128),
+}
+BACKENDS = ["numpy", "kernel", "fused", "torch", "torch-ftz"]
+
+
+def flops(kind, B, T, I, H):
+    return B * T * GATES[kind] * (6 * H * H + 6 * H * I)
+
+
+def make_data(kind, B, T, I, H, dtype, O=1, seed=0):
+    rng = np.random.default_rng(seed)
+    G = GATES[kind]
+    bound = 1 / np.sqrt(H)
+    return {
+        "x": rng.standard_normal((B, T, I)).astype(dtype),
+        "y": rng.standard_normal((B, O)).astype(dtype),
+        "W_ih": rng.uniform(-bound, bound, (G * H, I)).astype(dtype),
+        "W_hh": rng.uniform(-bound, bound, (G * H, H)).astype(dtype),
+        "b_ih": rng.uniform(-bound, bound, G * H).astype(dtype),
+        "b_hh": rng.uniform(-bound, bound, G * H).astype(dtype),
+        "W_out": rng.uniform(-bound, bound, (O, H)).astype(dtype),
+        "b_out": np.zeros(O, dtype=dtype),
+    }
+
+
+def _last(kind, state):
+    return state[0] if kind == "lstm" else state
+
+
+def _dstate(kind, dh):
+    return (dh, None) if kind == "lstm" else dh
+
+
+def numpy_like_pass(mod, kind):
+    """forward + head + MSE + backward with a module of *_forward/*_backward functions."""
+    fwd, bwd = getattr(mod, f"{kind}_forward"), getattr(mod, f"{kind}_backward")
+
+    def run(d):
+        _, state, cache = fwd(d["x"], None, d["W_ih"], d["W_hh"], d["b_ih"], d["b_hh"])
+        h_T = _last(kind, state)
+        y_hat = h_T @ d["W_out"].T + d["b_out"]
+        dy = 2 * (y_hat - d["y"]) / d["y"].size
+        bwd(None, _dstate(kind, dy @ d["W_out"]), cache, d["W_ih"], d["W_hh"])
+
+    return run
+
+
+def fused_pass(kind):
+    import kernels
+
+    step = getattr(kernels, f"{kind}_train_step")
+
+    def run(d):
+        step(d["x"], d["y"], None, d["W_ih"], d["W_hh"], d["b_ih"], d["b_hh"], d["W_out"], d["b_out"])
+
+    return run
+
+
+def torch_pass(kind, d, threads, ftz):
+    import torch
+
+    if ftz:
+        torch.set_flush_denormal(True)
+    torch.set_num_threads(threads)
+    dtype = torch.float32 if d["x"].dtype == np.float32 else torch.float64
+    H, I = d["W_hh"].shape[1], d["W_ih"].shape[1]
+    cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[kind]
+    layer = cls(I, H, batch_first=True).to(dtype)
+    head = torch.nn.Linear(H, d["y"].shape[1]).to(dtype)
+    with torch.no_grad():
+        layer.weight_ih_l0.copy_(torch.from_numpy(d["W_ih"]))
+        layer.weight_hh_l0.copy_(torch.from_numpy(d["W_hh"]))
+        layer.bias_ih_l0.copy_(torch.from_numpy(d["b_ih"]))
+        layer.bias_hh_l0.copy_(torch.from_numpy(d["b_hh"]))
+    x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
+
+    def run(_):
+        layer.zero_grad(set_to_none=True)
+        head.zero_grad(set_to_none=True)
+        _, state = layer(x)
+        h_T = (state[0] if kind == "lstm" else state)[0]
+        loss = torch.nn.functional.mse_loss(head(h_T), y)
+        loss.backward()
+
+    return run
+
+
+def time_it(run, d, repeats):
+    run(d)  # warm-up: first-touch allocations, thread start
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(d)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker(args):
+    """Time one (backend, kind, case, dtype) in this process; print JSON."""
+    B, T, I, H = CASES[args.case]
+    dtype = np.dtype(args.dtype)
+    d = make_data(args.kind, B, T, I, H, dtype)
+    if args.backend == "numpy":
+        from nncore import recurrent
+
+        run = numpy_like_pass(recurrent, args.kind)
+    elif args.backend == "kernel":
+        import kernels
+
+        run = numpy_like_pass(kernels, args.kind)
+    elif args.backend == "fused":
+        run = fused_pass(args.kind)
+    else:
+        run = torch_pass(args.kind, d, args.threads, args.backend == "torch-ftz")
+    print(json.dumps({"seconds": time_it(run, d, args.repeats)}))
+
+
+def machine(threads):
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = [
+        f"CPU: {cpu}, {os.cpu_count()} logical cores; {platform.system()} {platform.machine()}",
+        f"Python {platform.python_version()}, numpy {np.__version__}",
+    ]
+    try:
+        import torch
+
+        lines.append(f"torch {torch.__version__}")
+    except ImportError:
+        lines.append("torch: not installed (torch rows skipped)")
+    import kernels
+
+    info = kernels.build_info() if kernels.available() else {"error": str(kernels.import_error())}
+    lines.append(f"kernels: {info}, threads {threads} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    return lines
+
+
+def have(backend, kind):
+    if backend.startswith("torch"):
+        try:
+            import importlib.util
+
+            return importlib.util.find_spec("torch") is not None
+        except ImportError:
+            return False
+    if backend in ("kernel", "fused"):
+        import kernels
+
+        return kernels.available() and kernels.KERNELS.get(kind, False)
+    return True
+
+
+def run_subprocess(backend, kind, case, dtype, repeats, threads):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--backend", backend, "--kind", kind,
+           "--case", case, "--dtype", dtype, "--repeats", str(repeats), "--threads", str(threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{backend} {kind} {case} {dtype} failed:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="3 repeats, float32 only, no NumPy on the large cases")
+    p.add_argument("--kinds", default="rnn", help="comma list of rnn,gru,lstm (default rnn)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 5)")
+    p.add_argument("--cases", default=",".join(CASES), help="comma list of " + ",".join(CASES))
+    p.add_argument("--backends", default=",".join(BACKENDS), help="comma list of " + ",".join(BACKENDS))
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--backend", help=argparse.SUPPRESS)
+    p.add_argument("--kind", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    import kernels
+
+    threads = kernels.threads() if kernels.available() else (os.cpu_count() or 1)
+    repeats = args.repeats or (3 if args.quick else 5)
+    kinds = [k for k in args.kinds.split(",") if k]
+    for k in kinds:
+        if k not in GATES:
+            raise SystemExit(f"unknown kind {k!r}; valid: {', '.join(GATES)}")
+    dtypes = ["float32"] if args.quick else ["float32", "float64"]
+    backends = args.backends.split(",")
+    print("\n".join(machine(threads)))
+    print(f"median of {repeats} runs (after 1 warm-up) per forward+backward; FLOP = B·T·G·(6H² + 6HI)\n")
+    header = f"{'kind':5} {'case':13} {'dtype':8} " + " ".join(f"{b:>10}" for b in backends)
+    header += "   fused vs: numpy  torch  t-ftz | kernel vs numpy | GFLOP/s fused"
+    print(header)
+    print("-" * len(header))
+    for kind in kinds:
+        for case in args.cases.split(","):
+            B, T, I, H = CASES[case]
+            for dtype in dtypes:
+                secs = {}
+                for b in backends:
+                    if not have(b, kind) or (args.quick and b == "numpy" and case != "small-batch"):
+                        continue
+                    secs[b] = run_subprocess(b, kind, case, dtype, repeats, threads)
+                cells = " ".join(f"{secs[b]:10.4f}" if b in secs else f"{'-':>10}" for b in backends)
+                f = secs.get("fused")
+
+                def ratio(other):
+                    return f"{secs[other] / f:6.1f}x" if f and other in secs else "      -"
+
+                gf = f"{flops(kind, B, T, I, H) / f / 1e9:8.1f}" if f else "       -"
+                kvn = (f"{secs['numpy'] / secs['kernel']:6.1f}x" if "numpy" in secs and "kernel" in secs
+                       else "      -")
+                print(f"{kind:5} {case:13} {dtype:8} {cells}   {ratio('numpy')} {ratio('torch')} "
+                      f"{ratio('torch-ftz')} |         {kvn} | {gf}", flush=True)
+    print("\nseconds; 'fused vs X' = X's time / fused time, 'kernel vs numpy' = numpy's time / the "
+          "separate kernel calls' time (higher: compiled faster)")
+
+
+if __name__ == "__main__":
+    main()
