@@ -1,0 +1,47 @@
+"""Isolation for pipeline tests: a temporary Prefect home, MLflow store and seeded data cache.
+
+The environment is set at import time, before any test module imports ``flows`` (whose
+``_env`` only fills in what is not already set) or Prefect.
+"""
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = ROOT.parent / "shared" / "data" / "SP500_Datos.csv"
+
+_TMP = Path(tempfile.mkdtemp(prefix="nnforecast-tests-"))
+os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_TMP / "prefect-results")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_TMP / 'mlflow.db'}"
+os.environ["NNFORECAST_CACHE_DIR"] = str(_TMP / "cache")
+os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def seeded_cache() -> Path:
+    """The data cache seeded with the S&P 500 file from ../shared/data (no network needed)."""
+    if not SHARED_DATA.exists():
+        pytest.fail(f"the reference data {SHARED_DATA} is missing; tests seed the cache from ../shared/data/")
+    cache = Path(os.environ["NNFORECAST_CACHE_DIR"])
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SHARED_DATA, cache / SHARED_DATA.name)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def sp500(seeded_cache):
+    from flows.ingest import load_series
+
+    return load_series("sp500")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_TMP, ignore_errors=True)

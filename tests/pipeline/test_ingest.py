@@ -1,0 +1,194 @@
+"""Ingestion: validation errors name the source, line and problem; the cache; downloads over real HTTP."""
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows import ingest
+from flows.ingest import DataError, load_series, parse_csv
+
+GOOD = b"ds,y\n2020-01-01,1.0\n2020-01-02,2.5\n2020-01-03,3.0\n"
+
+# (name, file bytes, regex the error must match) — each names the line and the problem
+MALFORMED = [
+    ("empty file", b"", r"the file is empty"),
+    ("whitespace only", b"\n\n  \n", r"the file is empty"),
+    ("header only", b"ds,y\n", r"header but no data rows"),
+    ("missing value column", b"ds,close\n2020-01-01,1\n", r"line 1: missing column\(s\) 'y'"),
+    ("missing date column", b"date,y\n2020-01-01,1\n", r"line 1: missing column\(s\) 'ds'"),
+    ("wrong delimiter", b"ds;y\n2020-01-01;1\n", r"line 1: missing column.*delimited by something other than ','"),
+    ("non-numeric value", b"ds,y\n2020-01-01,1\n2020-01-02,abc\n", r"line 3: value 'abc' in column 'y' is not a number"),
+    ("empty value", b"ds,y\n2020-01-01,1\n2020-01-02,\n", r"line 3: missing value in column 'y'"),
+    ("NaN", b"ds,y\n2020-01-01,1\n2020-01-02,NaN\n", r"line 3: value 'NaN' in column 'y' is not finite"),
+    ("+inf", b"ds,y\n2020-01-01,1\n2020-01-02,inf\n", r"line 3: value 'inf' .* is not finite"),
+    ("-inf", b"ds,y\n2020-01-01,1\n2020-01-02,-Infinity\n", r"line 3: value '-Infinity' .* is not finite"),
+    ("bad date", b"ds,y\n2020-01-01,1\n01/02/2020,2\n", r"line 3: date '01/02/2020' is not an ISO date"),
+    ("duplicate date", b"ds,y\n2020-01-01,1\n2020-01-02,2\n2020-01-02,3\n", r"line 4: duplicate date 2020-01-02 \(also on line 3\)"),
+    ("unsorted dates", b"ds,y\n2020-01-01,1\n2020-01-03,2\n2020-01-02,3\n", r"line 4: date 2020-01-02 comes before 2020-01-03 on line 3"),
+    ("truncated last line", b"ds,y\n2020-01-01,1\n2020-01-02", r"line 3: expected 2 fields, got 1 .*truncated"),
+    ("extra field", b"ds,y\n2020-01-01,1,7\n", r"line 2: expected 2 fields, got 3"),
+    ("non-UTF-8 bytes", b"ds,y\n2020-01-01,1\n2020-01-02,\xff\xfe\n", r"line 3: bytes that are not UTF-8"),
+    ("HTML error page", b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", r"HTML page, not CSV"),
+]
+
+
+@pytest.mark.parametrize("name,data,pattern", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_input_is_rejected_with_line_and_problem(name, data, pattern, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=pattern) as exc:
+        load_series(str(path))
+    assert str(path) in str(exc.value)  # the source is named
+
+
+def test_gap_of_many_days_is_rejected_when_a_limit_is_set():
+    data = b"ds,y\n2020-01-01,1\n2020-01-02,2\n2020-03-01,3\n"
+    with pytest.raises(DataError, match=r"line 4: gap of 59 days after 2020-01-02 \(line 3\) exceeds 10 days"):
+        parse_csv(data, "gappy.csv", max_gap_days=10)
+    dates, _ = parse_csv(data, "gappy.csv")  # no limit: accepted
+    assert len(dates) == 3
+
+
+def test_good_file_custom_columns_bom_crlf_and_blank_lines(tmp_path):
+    path = tmp_path / "prices.csv"
+    path.write_bytes(b"\xef\xbb\xbfDate,Close,Volume\r\n2020-01-01,10.5,3\r\n\r\n2020-01-02T00:00:00,11,4\r\n")
+    s = load_series(str(path), date_column="Date", value_column="Close")
+    np.testing.assert_array_equal(s.values, [10.5, 11.0])
+    assert s.dates.dtype == np.dtype("datetime64[D]") and str(s.dates[1]) == "2020-01-02"
+    assert s.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_missing_file_names_the_alternatives():
+    with pytest.raises(DataError, match=r"no such file, and not a registered source \(sp500\)"):
+        load_series("/nonexistent/prices.csv")
+
+
+def test_registered_source_is_read_from_the_seeded_cache_without_network(seeded_cache, monkeypatch):
+    def no_network(*a, **k):
+        raise AssertionError("network used although the cache is seeded")
+
+    monkeypatch.setattr(ingest.urllib.request, "urlopen", no_network)
+    s = load_series("sp500")
+    entry = ingest.registered_sources()["sp500"]
+    assert s.sha256 == entry["sha256"]
+    assert len(s) == 7322 and str(s.dates[0]) == "1979-04-11" and str(s.dates[-1]) == "2008-04-11"
+
+
+def test_cached_file_with_wrong_checksum_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(tmp_path))
+    (tmp_path / "SP500_Datos.csv").write_bytes(GOOD)
+    with pytest.raises(DataError, match=r"sp500: cached file .* has sha256 .*expected 80c6aeb5"):
+        load_series("sp500")
+
+
+# ----------------------------------------------------------------------------------------------
+# Downloads from a real HTTP server on loopback
+# ----------------------------------------------------------------------------------------------
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict = {}
+    hits: dict = {}
+
+    def do_GET(self):  # noqa: N802
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        status, ctype, body = self.routes[self.path](self.hits[self.path])
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    _Handler.routes, _Handler.hits = {}, {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _Handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_source_is_downloaded_and_parsed(http_server, tmp_path, monkeypatch):
+    base, handler = http_server
+    monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(tmp_path))
+    handler.routes["/prices.csv"] = lambda n: (200, "text/csv", GOOD)
+    s = load_series(base + "/prices.csv")
+    np.testing.assert_array_equal(s.values, [1.0, 2.5, 3.0])
+
+
+def test_transient_failures_are_retried_then_succeed(http_server, tmp_path):
+    base, handler = http_server
+    handler.routes["/flaky.csv"] = lambda n: (503, "text/plain", b"busy") if n < 3 else (200, "text/csv", GOOD)
+    dest = ingest.download(base + "/flaky.csv", tmp_path / "flaky.csv", retries=3, backoff=0.01)
+    assert dest.read_bytes() == GOOD and handler.hits["/flaky.csv"] == 3
+
+
+def test_persistent_failure_fails_clearly_and_leaves_the_cache_alone(http_server, tmp_path):
+    base, handler = http_server
+    handler.routes["/down.csv"] = lambda n: (500, "text/plain", b"oops")
+    dest = tmp_path / "down.csv"
+    dest.write_bytes(GOOD)  # an earlier good copy
+    with pytest.raises(DataError, match=r"download failed after 3 attempts"):
+        ingest.download(base + "/down.csv", dest, retries=2, backoff=0.01)
+    assert dest.read_bytes() == GOOD
+    assert [p.name for p in tmp_path.iterdir()] == ["down.csv"]  # no partial file left behind
+
+
+def test_checksum_mismatch_and_html_page_never_replace_the_cache(http_server, tmp_path):
+    base, handler = http_server
+    handler.routes["/changed.csv"] = lambda n: (200, "text/csv", GOOD + b"2020-01-04,9\n")
+    handler.routes["/login"] = lambda n: (200, "text/html; charset=utf-8", b"<html>sign in</html>")
+    dest = tmp_path / "data.csv"
+    dest.write_bytes(GOOD)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        ingest.download(base + "/changed.csv", dest, sha256=hashlib.sha256(GOOD).hexdigest())
+    with pytest.raises(DataError, match="returned an HTML page"):
+        ingest.download(base + "/login", dest)
+    assert dest.read_bytes() == GOOD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_not_found_is_not_retried(http_server, tmp_path):
+    base, handler = http_server
+    handler.routes["/missing.csv"] = lambda n: (404, "text/plain", b"no")
+    with pytest.raises(DataError, match="HTTP 404"):
+        ingest.download(base + "/missing.csv", tmp_path / "m.csv", retries=3, backoff=0.01)
+    assert handler.hits["/missing.csv"] == 1
+
+
+def test_registered_source_downloads_once_into_the_cache(http_server, tmp_path, monkeypatch, seeded_cache):
+    """With an empty cache the pinned file is fetched, verified and kept; the next load uses no network."""
+    base, handler = http_server
+    data = (seeded_cache / "SP500_Datos.csv").read_bytes()
+    handler.routes["/SP500_Datos.csv"] = lambda n: (200, "text/csv", data)
+    entry = dict(ingest.registered_sources()["sp500"], url=base + "/SP500_Datos.csv", mirrors=[])
+    monkeypatch.setattr(ingest, "registered_sources", lambda: {"sp500": entry})
+    monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(tmp_path))
+    assert len(load_series("sp500")) == 7322
+    assert len(load_series("sp500")) == 7322
+    assert handler.hits["/SP500_Datos.csv"] == 1
+    assert (tmp_path / "SP500_Datos.csv").read_bytes() == data
+
+
+def test_a_local_mirror_seeds_the_cache_and_a_bad_mirror_copy_is_an_error(tmp_path, monkeypatch, seeded_cache):
+    data = (seeded_cache / "SP500_Datos.csv").read_bytes()
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    mirror.mkdir()
+    (mirror / "SP500_Datos.csv").write_bytes(data)
+    entry = dict(ingest.registered_sources()["sp500"], url="http://127.0.0.1:9/unreachable", mirrors=[str(mirror)])
+    monkeypatch.setattr(ingest, "registered_sources", lambda: {"sp500": entry})
+    monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(cache))
+    assert len(load_series("sp500")) == 7322
+    assert (cache / "SP500_Datos.csv").read_bytes() == data
+    (cache / "SP500_Datos.csv").unlink()
+    (mirror / "SP500_Datos.csv").write_bytes(data[:-10])
+    with pytest.raises(DataError, match=r"mirror copy .* has sha256"):
+        load_series("sp500")
+    assert not (cache / "SP500_Datos.csv").exists()
