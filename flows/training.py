@@ -1,0 +1,179 @@
+"""Training: Adam on full or shuffled mini-batches, clipping, best-validation weights, early stop.
+
+Pure function of (config, windows); the Prefect task wraps it and forwards the per-epoch
+metrics to MLflow through ``on_epoch``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from nncore import Adam, build_model, clip_grad_norm, get_loss
+from nncore.losses import Regularization
+
+from .config import PipelineConfig
+from .windowing import Windows
+
+log = logging.getLogger(__name__)
+
+#: |activation| at or above this counts as a saturated tanh unit (tanh' ≤ 0.02)
+SATURATION = 0.99
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite; the message names the epoch."""
+
+
+@dataclass
+class TrainResult:
+    model: object
+    best_epoch: int                  # 1-based epoch whose weights were kept
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    weights_sha256: str
+    backend: str
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def weights_hash(model) -> str:
+    """SHA-256 over the parameters in key order: equal weights ⇔ equal hash."""
+    h = hashlib.sha256()
+    for key in sorted(model.params):
+        p = np.ascontiguousarray(model.params[key])
+        h.update(key.encode())
+        h.update(str(p.dtype).encode())
+        h.update(p.tobytes())
+    return h.hexdigest()
+
+
+def model_backend(model) -> str:
+    """The recurrent kernel a model runs on ('numpy' or 'cython'); 'numpy' for the MLP."""
+    rnn = getattr(model, "rnn", None)
+    return getattr(rnn, "backend", "numpy")
+
+
+def build(cfg: PipelineConfig, rng: np.random.Generator):
+    kw = {"window": cfg.window} if cfg.model == "mlp" else {"backend": cfg.backend}
+    return build_model(cfg.model, hidden_size=cfg.hidden_size, output_size=cfg.horizon,
+                       dtype=np.dtype(cfg.dtype), rng=rng, **kw)
+
+
+def saturation(model, state) -> float:
+    """Fraction of saturated tanh units (|tanh| ≥ 0.99) in the last training forward pass.
+
+    Recurrent models: the last hidden state (for an LSTM, the tanh(c_T) that feeds h_T), taken
+    from the ``state`` the forward pass returned, so it costs no extra pass. MLP: the first
+    hidden layer's activations cached by that pass.
+    """
+    if model.kind == "mlp":
+        layers = model.mlp.layers
+        if len(layers) < 2 or getattr(layers[1], "name", "") != "tanh":
+            return float("nan")
+        a = layers[1]._a
+    else:
+        a = np.tanh(state[1]) if model.kind == "lstm" else state
+    return float(np.mean(np.abs(a) >= SATURATION))
+
+
+def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: int = 8192) -> float:
+    loss_fn = get_loss(loss_name)
+    total = 0.0
+    for lo in range(0, len(X), batch):
+        pred, _ = model.forward(X[lo:lo + batch])
+        total += loss_fn(pred, y[lo:lo + batch])[0] * len(pred)
+    return total / len(X)
+
+
+def train(cfg: PipelineConfig, windows: Windows, on_epoch: Callable[[int, dict], None] | None = None,
+          model=None) -> TrainResult:
+    """Train a model of ``cfg.model`` on ``windows.train``, keeping the best validation epoch.
+
+    Raises :class:`TrainingDiverged` naming the epoch when the training loss, the gradient norm
+    or the validation loss becomes non-finite.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    model = model if model is not None else build(cfg, rng)
+    opt = Adam(model, lr=cfg.lr)
+    reg = Regularization(l1=cfg.l1, l2=cfg.l2) if (cfg.l1 or cfg.l2) else None
+    X, y = windows.train.X, windows.train.y
+    n = len(X)
+    batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "grad_norm", "saturation", "epoch_seconds")}
+    best = (math.inf, 0, model.state_dict())
+    since_best = 0
+    stopped_early = False
+    t_start = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = np.arange(n) if batch == n else rng.permutation(n)
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                train_loss, norms, state = _run_epoch(model, opt, reg, X, y, order, batch, cfg, epoch)
+                val_loss = evaluate_loss(model, windows.val.X, windows.val.y, cfg.loss)
+        except FloatingPointError as e:  # overflow or invalid value inside NumPy: the same failure, earlier
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: {e} (lr {cfg.lr}; try a smaller --lr "
+                                   f"or --grad-clip)") from None
+        train_loss /= n
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: validation loss {val_loss}")
+        metrics = {
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "grad_norm": float(np.mean(norms)),
+            "saturation": saturation(model, state),
+            "epoch_seconds": time.perf_counter() - t0,
+        }
+        for k, v in metrics.items():
+            history[k].append(v)
+        if val_loss < best[0]:
+            best = (val_loss, epoch, model.state_dict())
+            since_best = 0
+        else:
+            since_best += 1
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if cfg.patience is not None and since_best >= cfg.patience:
+            stopped_early = True
+            break
+    model.load_state_dict(best[2])
+    return TrainResult(model=model, best_epoch=best[1], best_val_loss=best[0], epochs_run=epoch,
+                       stopped_early=stopped_early, seconds=time.perf_counter() - t_start,
+                       weights_sha256=weights_hash(model), backend=model_backend(model), history=history)
+
+
+def _run_epoch(model, opt, reg, X, y, order, batch, cfg, epoch):
+    """One pass over the training windows.
+
+    Returns (summed loss, gradient norms before clipping, the last batch's final state).
+    """
+    n = len(X)
+    train_loss = 0.0
+    norms = []
+    for lo in range(0, n, batch):
+        idx = order[lo:lo + batch]
+        xb, yb = (X, y) if batch == n else (X[idx], y[idx])
+        opt.zero_grad()
+        loss, state = model.loss_and_grad(xb, yb, cfg.loss)
+        if reg is not None:
+            loss += reg(model, xb)
+        norm = clip_grad_norm(model, cfg.grad_clip) if cfg.grad_clip else _grad_norm(model)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: loss {loss}, gradient norm {norm} "
+                                   f"(lr {cfg.lr}; try a smaller --lr or --grad-clip)")
+        opt.step()
+        train_loss += loss * len(idx)
+        norms.append(norm)
+    return train_loss, norms, state
+
+
+def _grad_norm(model) -> float:
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in model.grads.values()))

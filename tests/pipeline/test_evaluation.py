@@ -1,0 +1,107 @@
+"""Evaluation: metric definitions, baselines, both evaluation modes, the next forecast, model files."""
+import numpy as np
+import pytest
+
+from flows import evaluation as ev
+from flows.config import resolve_config
+from flows.model_io import load_forecaster, save_forecaster
+from flows.training import train
+from flows.windowing import make_windows
+from nncore import RecurrentForecaster
+
+
+def test_metrics_on_a_worked_example():
+    actual = np.array([[10.0], [12.0], [11.0], [13.0]])
+    last = np.array([9.0, 10.0, 12.0, 11.0])
+    pred = np.array([[11.0], [11.0], [11.5], [13.0]])
+    m = ev.metrics(actual, pred, last, naive_mae=1.5, insample_scale=2.0)
+    err = np.array([1.0, -1.0, 0.5, 0.0])
+    assert m["mae"] == pytest.approx(0.625)
+    assert m["mse"] == pytest.approx(np.mean(err ** 2)) and m["rmse"] == pytest.approx(np.sqrt(np.mean(err ** 2)))
+    assert m["mape"] == pytest.approx(100 * np.mean(np.abs(err) / actual[:, 0]))
+    assert m["smape"] == pytest.approx(100 * np.mean(2 * np.abs(err) / (np.abs(actual[:, 0]) + np.abs(pred[:, 0]))))
+    assert m["mase"] == pytest.approx(0.625 / 1.5) and m["mase_insample"] == pytest.approx(0.625 / 2.0)
+    # directions: up/up, up/up, down/down, up/up -> all right
+    assert m["directional_accuracy"] == 1.0
+    m2 = ev.metrics(actual, np.array([[8.0], [11.0], [13.0], [11.0]]), last, 1.5, 2.0)
+    # down/up wrong, up/up right, up/down wrong, flat/up wrong
+    assert m2["directional_accuracy"] == 0.25
+
+
+def test_baselines():
+    values = np.array([100.0, 101, 103, 102, 106, 108, 107, 111, 115, 114, 118, 120])
+    w = make_windows(values, window=3, horizon=2, test_size=3, train_size=4, target="level", dtype=np.float64)
+    naive = ev.naive_forecast(w.test, 2)
+    np.testing.assert_array_equal(naive, np.repeat(w.test.last[:, None], 2, axis=1))
+    drift = ev.drift_forecast(w.test, values, 2)
+    t = w.test.index[0] - 1
+    slope = (values[t] - values[0]) / t
+    np.testing.assert_allclose(drift[0], [values[t] + slope, values[t] + 2 * slope])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rng = np.random.default_rng(2)
+    values = 50 + np.cumsum(rng.normal(size=600))
+    cfg = resolve_config(window=16, test_size=40, hidden_size=6, epochs=5, lr=0.01, seed=1, target="delta",
+                         model="gru")
+    w = make_windows(values, cfg.window, test_size=cfg.test_size, target=cfg.target)
+    return cfg, w, train(cfg, w)
+
+
+def test_evaluate_reports_every_metric_for_model_modes_and_baselines(trained):
+    cfg, w, result = trained
+    out = ev.evaluate(result.model, w)
+    for name in ("model", "carried", "naive", "drift"):
+        assert set(out[name]) == set(ev.METRICS)
+        assert out["predictions"][name].shape == (40, 1)
+    assert out["naive"]["mase"] == pytest.approx(1.0)
+    expected = w.to_levels(result.model.forward(w.test.X)[0], w.test.last)
+    np.testing.assert_allclose(out["predictions"]["model"], expected)
+
+
+def test_carried_mode_equals_one_window_at_a_time_with_the_state_passed_on(trained):
+    _, w, result = trained
+    model = result.model
+    state = None
+    for i in range(len(w.val)):
+        _, state = model.forward(w.val.X[i:i + 1], state)
+    expected = []
+    for i in range(len(w.test)):
+        pred, state = model.forward(w.test.X[i:i + 1], state)
+        expected.append(pred[0])
+    np.testing.assert_array_equal(ev.predict_carried(model, w.test.X, w.val.X), np.array(expected))
+    stateless = ev.predict(model, w.test.X)
+    assert not np.array_equal(stateless, np.array(expected))
+
+
+def test_saved_model_reproduces_predictions_and_loads_without_pickle(trained, tmp_path):
+    cfg, w, result = trained
+    save_forecaster(result.model, w, tmp_path)
+    with np.load(tmp_path / "weights.npz", allow_pickle=False) as f:
+        assert sorted(f.files) == sorted(result.model.params)
+    loaded = load_forecaster(tmp_path)
+    raw = w.values[-cfg.window:]
+    np.testing.assert_array_equal(loaded.predict(raw), ev.forecast_next(result.model, w, w.values, np.float32)[None])
+    with pytest.raises(ValueError, match=r"expected windows of shape \(n, 16\)"):
+        loaded.predict(np.zeros((2, 15)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        loaded.predict(np.full(16, np.nan))
+
+
+def test_mlp_modes_coincide():
+    rng = np.random.default_rng(3)
+    values = 10 + np.cumsum(rng.normal(size=300))
+    cfg = resolve_config(model="mlp", window=8, test_size=20, epochs=2, hidden_size=4)
+    w = make_windows(values, cfg.window, test_size=cfg.test_size, target=cfg.target)
+    out = ev.evaluate(train(cfg, w).model, w)
+    assert out["model"] == out["carried"]
+
+
+def test_a_random_model_on_levels_does_not_look_like_naive():
+    """Guards the MASE definition: an untrained model's MASE is far from 1."""
+    rng = np.random.default_rng(4)
+    values = 100 + np.cumsum(rng.normal(size=400))
+    w = make_windows(values, 10, test_size=30, target="level")
+    out = ev.evaluate(RecurrentForecaster("rnn", 4, dtype=np.float32, rng=0), w)
+    assert out["model"]["mase"] > 2
