@@ -1,0 +1,233 @@
+"""The nightly pipeline: load_series → make_windows → train_model → evaluate_model → write_report.
+
+Run once: ``python -m flows.nightly [--preset notebook] [--model lstm] …`` (``--help`` lists every
+parameter). Deployed on a schedule by ``prefect.yaml``.
+"""
+from __future__ import annotations
+
+from flows import _env  # noqa: F401  (environment defaults before prefect/mlflow import)
+
+import argparse
+import logging
+import sys
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import get_run_context
+
+from flows import evaluation as ev
+from flows import reporting, tracking
+from flows.config import PRESETS, PipelineConfig, resolve_config
+from flows.ingest import Series
+from flows.ingest import load_series as _load_series
+from flows.model_io import load_forecaster, save_forecaster
+from flows.training import TrainResult, train
+from flows.windowing import Windows
+from flows.windowing import make_windows as _make_windows
+
+log = logging.getLogger("nnforecast")
+
+
+def _say(message: str) -> None:
+    """Short progress line: to the console and, inside a run, to the Prefect UI."""
+    log.info(message)
+    try:
+        get_run_logger().info(message)
+    except Exception:  # noqa: BLE001 - outside a flow/task run there is no run logger
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Tasks: one per stage
+# ----------------------------------------------------------------------------------------------
+@task(retries=2, retry_delay_seconds=5)
+def load_series(cfg: PipelineConfig, run_id: str) -> Series:
+    """Read and validate the series (download once into the cache when needed)."""
+    series = _load_series(cfg.source, cfg.date_column, cfg.value_column, cfg.max_gap_days)
+    tracking.set_tags(run_id, {"data_sha256": series.sha256, "data_source": series.source,
+                               "data_last_date": str(series.dates[-1]), "data_rows": len(series)})
+    _say(f"loaded {len(series)} values of {series.source} ({series.dates[0]} … {series.dates[-1]})")
+    return series
+
+
+@task
+def make_windows(cfg: PipelineConfig, series: Series) -> Windows:
+    """Cut the series into scaled windows and chronological train/validation/test parts."""
+    values = series.tail(cfg.n_values).values
+    windows = _make_windows(values, cfg.window, cfg.horizon, cfg.test_size, cfg.train_size, cfg.val_fraction,
+                            cfg.target, np.dtype(cfg.dtype))
+    _say(f"windows: {len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test")
+    return windows
+
+
+@task
+def train_model(cfg: PipelineConfig, windows: Windows, run_id: str) -> TrainResult:
+    """Train with Adam, keep the best validation epoch; per-epoch metrics go to MLflow."""
+    epoch_logger = tracking.EpochLogger(run_id)
+
+    def on_epoch(epoch: int, m: dict) -> None:
+        epoch_logger(epoch, m)
+        if epoch % cfg.log_every == 0 or epoch == 1 or epoch == cfg.epochs:
+            _say(f"epoch {epoch:4d}/{cfg.epochs}  train {m['train_loss']:.3e}  val {m['val_loss']:.3e}  "
+                 f"grad {m['grad_norm']:.2e}  {m['epoch_seconds'] * 1000:.0f} ms")
+
+    try:
+        result = train(cfg, windows, on_epoch)
+    finally:
+        epoch_logger.flush()
+    tracking.set_tags(run_id, {"kernel_backend": result.backend, "weights_sha256": result.weights_sha256})
+    tracking.log_metrics(run_id, {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                                  "train_seconds": result.seconds, "epochs_run": result.epochs_run})
+    _say(f"trained {result.epochs_run} epochs in {result.seconds:.1f} s on {result.backend}; "
+         f"best validation epoch {result.best_epoch}")
+    return result
+
+
+@task
+def evaluate_model(cfg: PipelineConfig, series: Series, windows: Windows, result: TrainResult) -> dict:
+    """Test metrics (stateless and carried state) against naive and drift, and the next forecast."""
+    evaluation = ev.evaluate(result.model, windows)
+    values = series.tail(cfg.n_values).values
+    next_values = ev.forecast_next(result.model, windows, values, np.dtype(cfg.dtype))
+    next_dates = np.busday_offset(series.dates[-1], np.arange(1, cfg.horizon + 1), roll="forward")
+    evaluation["forecast"] = {"dates": [str(d) for d in next_dates], "values": [float(v) for v in next_values]}
+    m, n = evaluation["model"], evaluation["naive"]
+    _say(f"test MAE {m['mae']:.3f} (carried {evaluation['carried']['mae']:.3f}) vs naive {n['mae']:.3f}: "
+         f"MASE {m['mase']:.3f}")
+    return evaluation
+
+
+@task
+def write_report(cfg: PipelineConfig, series: Series, windows: Windows, result: TrainResult,
+                 evaluation: dict, run_id: str) -> dict:
+    """Metrics, figures and the model to MLflow; register and maybe promote; the Prefect report."""
+    final = {}
+    for prefix, key in (("test_", "model"), ("carried_test_", "carried"), ("naive_test_", "naive"),
+                        ("drift_test_", "drift")):
+        final.update({prefix + k: v for k, v in evaluation[key].items()})
+    final.update({f"forecast_{i + 1}": v for i, v in enumerate(evaluation["forecast"]["values"])})
+    tracking.log_metrics(run_id, final)
+
+    figures = reporting.make_figures(series, windows, evaluation, result.history, result.best_epoch)
+    c = tracking.client()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, fig in figures.items():
+                fig.savefig(Path(tmp) / name, dpi=110)
+            c.log_artifacts(run_id, tmp, artifact_path="figures")
+            fc = Path(tmp) / "forecast.csv"
+            fc.write_text("date,forecast\n" + "".join(
+                f"{d},{v}\n" for d, v in zip(evaluation["forecast"]["dates"], evaluation["forecast"]["values"])))
+            c.log_artifact(run_id, str(fc))
+            model_dir = save_forecaster(result.model, windows, Path(tmp) / "model",
+                                        {"data_sha256": series.sha256, "weights_sha256": result.weights_sha256})
+            example = windows.values[-cfg.window:][None, :]
+            prediction = load_forecaster(model_dir).predict(example)
+            version = tracking.log_model(run_id, model_dir, example, prediction, cfg.model_name)
+        promotion = tracking.promote(cfg.model_name, version, evaluation["model"]["mae"])
+        promotion["version"] = version
+        tracking.set_tags(run_id, {"model_version": version, "model_role": promotion["status"]})
+        markdown = reporting.markdown_report(cfg, series, windows, result, evaluation, evaluation["forecast"],
+                                             promotion, figures, tracking.run_url(run_id))
+    finally:
+        reporting.close_figures(figures)
+    create_markdown_artifact(key="nightly-report", markdown=markdown,
+                             description=f"{cfg.model} test MAE {evaluation['model']['mae']:.3f}")
+    _say(f"registered {cfg.model_name} v{version}: {promotion['status']}")
+    return {"run_id": run_id, "version": version, **promotion}
+
+
+# ----------------------------------------------------------------------------------------------
+# The flow: wiring only
+# ----------------------------------------------------------------------------------------------
+@flow(name="nightly", log_prints=False)
+def nightly(
+    preset: str | None = None, source: str | None = None, date_column: str | None = None,
+    value_column: str | None = None, max_gap_days: int | None = None, n_values: int | None = None,
+    window: int | None = None, horizon: int | None = None, test_size: int | None = None,
+    train_size: int | None = None, val_fraction: float | None = None, target: str | None = None,
+    model: str | None = None, hidden_size: int | None = None, dtype: str | None = None,
+    backend: str | None = None, epochs: int | None = None, lr: float | None = None,
+    batch_size: int | None = None, grad_clip: float | None = None, patience: int | None = None,
+    loss: str | None = None, l1: float | None = None, l2: float | None = None, seed: int | None = None,
+    log_every: int | None = None, experiment: str | None = None, model_name: str | None = None,
+) -> dict:
+    """Retrain the forecaster on the latest data, evaluate it against baselines, publish the forecast.
+
+    Every parameter left as None takes the preset's value, else the default (see ``--help``).
+    """
+    overrides = {k: v for k, v in locals().items() if k != "preset"}
+    cfg = resolve_config(preset, **overrides)
+    run_name = None
+    try:
+        run_name = get_run_context().flow_run.name
+    except Exception:  # noqa: BLE001
+        pass
+    run_id = tracking.start_run(cfg, run_name=run_name, tags={"prefect_flow_run": run_name or ""})
+    try:
+        series = load_series(cfg, run_id)
+        windows = make_windows(cfg, series)
+        result = train_model(cfg, windows, run_id)
+        evaluation = evaluate_model(cfg, series, windows, result)
+        summary = write_report(cfg, series, windows, result, evaluation, run_id)
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id, "FINISHED")
+    return {**summary, "test_mae": evaluation["model"]["mae"], "naive_test_mae": evaluation["naive"]["mae"],
+            "forecast": evaluation["forecast"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m flows.nightly",
+        description="Run the nightly forecasting pipeline once (Prefect flow, tracked in MLflow).",
+        epilog=f"Presets: {', '.join(PRESETS)}. Explicit flags override preset values.",
+    )
+    for f in fields(PipelineConfig):
+        typ = {"int | None": int, "float | None": float, "str | None": str}.get(str(f.type), None)
+        typ = typ or {"int": int, "float": float, "str": str}.get(str(f.type), str)
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=argparse.SUPPRESS,
+                       help=f"{f.metadata.get('help', '')} (default: {f.default})")
+    return p
+
+
+def _console_logging() -> None:
+    """Short progress lines on the console; MLflow's INFO chatter stays out of it."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    _console_logging()
+    try:
+        resolve_config(**args)  # reject bad parameters before starting anything
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = nightly(**args)
+    except Exception as e:  # noqa: BLE001 - the flow run already recorded the traceback
+        print(f"error: the nightly flow failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"done: test MAE {summary['test_mae']:.3f} vs naive {summary['naive_test_mae']:.3f}; "
+          f"model v{summary['version']} is {summary['status']}; MLflow run {summary['run_id']}")
+    for d, v in zip(summary["forecast"]["dates"], summary["forecast"]["values"]):
+        print(f"forecast {d}: {v:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""MLflow: the run's lifecycle, parameters, per-epoch metrics, the pyfunc model and the champion alias.
+
+With no ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///<project>/mlflow.db`` with artifacts
+under ``<project>/mlartifacts``; with a tracking server, the server decides where artifacts go.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from .config import PipelineConfig
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def client() -> MlflowClient:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(c: MlflowClient, name: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if tracking_uri().startswith("sqlite:"):
+        # sqlite stores put artifacts in <cwd>/mlruns unless told otherwise
+        artifact_location = (PROJECT_ROOT / "mlartifacts" / name).as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created concurrently by another run
+        return c.get_experiment_by_name(name).experiment_id
+
+
+def code_version() -> str:
+    """The git commit of the project (with '-dirty' for local changes), or the package version."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return "nnforecast " + version("nnforecast")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+def start_run(cfg: PipelineConfig, run_name: str | None = None, tags: dict | None = None) -> str:
+    """Create the run and log every parameter before any work."""
+    c = client()
+    exp_id = ensure_experiment(c, cfg.experiment)
+    run = c.create_run(exp_id, run_name=run_name, tags={"code_version": code_version(), **(tags or {})})
+    params = [Param(k, str(v)) for k, v in sorted(cfg.to_dict().items())]
+    c.log_batch(run.info.run_id, params=params)
+    return run.info.run_id
+
+
+def run_url(run_id: str) -> str | None:
+    """The MLflow UI page of the run when a tracking server is used (None for a local store)."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    exp_id = client().get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status)
+
+
+class EpochLogger:
+    """Buffers per-epoch metrics and sends them with ``log_batch`` every ``every`` epochs."""
+
+    def __init__(self, run_id: str, every: int = 10):
+        self.c, self.run_id, self.every = client(), run_id, every
+        self.buffer: list[Metric] = []
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        ts = int(time.time() * 1000)
+        self.buffer += [Metric(k, float(v), ts, epoch) for k, v in metrics.items() if np.isfinite(v)]
+        if epoch % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        for lo in range(0, len(self.buffer), 1000):  # MLflow accepts at most 1000 metrics per batch
+            self.c.log_batch(self.run_id, metrics=self.buffer[lo:lo + 1000])
+        self.buffer = []
+
+
+def log_metrics(run_id: str, metrics: dict, step: int | None = None) -> None:
+    ts = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
+    client().log_batch(run_id, metrics=batch)
+
+
+def set_tags(run_id: str, tags: dict) -> None:
+    c = client()
+    for k, v in tags.items():
+        c.set_tag(run_id, k, str(v))
+
+
+def log_model(run_id: str, model_dir: Path, example: np.ndarray, prediction: np.ndarray, model_name: str) -> str:
+    """Log the pyfunc model (weights .npz + JSON config, no pickle) and register a new version.
+
+    Returns the new version number.
+    """
+    signature = infer_signature(example, prediction)
+    client()
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(PROJECT_ROOT / "nncore"), str(PROJECT_ROOT / "flows")],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"],
+            registered_model_name=model_name,
+        )
+    return str(info.registered_model_version)
+
+
+def promote(model_name: str, version: str, test_mae: float) -> dict:
+    """Alias ``champion`` the new version if it beats the current champion on test MAE, else tag it challenger.
+
+    Returns {"status": "champion" | "challenger", "previous_version", "previous_test_mae"}.
+    """
+    c = client()
+    c.set_model_version_tag(model_name, version, "test_mae", f"{test_mae:.6f}")
+    try:
+        current = c.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        current = None
+    previous_mae = None
+    if current is not None:
+        tag = current.tags.get("test_mae")
+        previous_mae = float(tag) if tag is not None else c.get_run(current.run_id).data.metrics.get("test_mae")
+    if current is None or previous_mae is None or test_mae < previous_mae:
+        c.set_registered_model_alias(model_name, CHAMPION, version)
+        c.set_model_version_tag(model_name, version, "role", CHAMPION)
+        status = CHAMPION
+    else:
+        c.set_model_version_tag(model_name, version, "role", CHALLENGER)
+        status = CHALLENGER
+    return {"status": status, "previous_version": str(current.version) if current else None,
+            "previous_test_mae": previous_mae}

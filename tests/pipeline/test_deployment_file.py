@@ -1,0 +1,26 @@
+"""prefect.yaml declares the nightly deployment the README describes, and its entrypoint loads."""
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_nightly_deployment_declaration():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (nightly,) = [d for d in spec["deployments"] if d["name"] == "nightly"]
+    assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "America/New_York", "active": True}]
+    assert nightly["concurrency_limit"]["limit"] == 1
+    assert nightly["work_pool"]["name"] == "nightly-pool"
+    from flows.config import resolve_config
+
+    resolve_config(**nightly["parameters"])  # the default parameters are valid
+
+
+def test_entrypoint_loads_the_flow():
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    flow = load_flow_from_entrypoint(str(ROOT / spec["deployments"][0]["entrypoint"]))
+    assert flow.name == "nightly"
+    assert {"preset", "source", "model", "epochs", "lr", "seed"} <= set(flow.parameters.properties)

@@ -1,0 +1,118 @@
+"""The whole nightly flow on a short configuration, under a Prefect test harness, with a real MLflow store."""
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.flow
+
+SHORT = dict(source="sp500", n_values=900, window=20, test_size=60, hidden_size=6, epochs=4, lr=0.01, seed=1,
+             log_every=2, experiment="flow-test", model_name="flow-test-model")
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    # no heartbeat thread to join after each flow (tests only: production keeps heartbeats)
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@pytest.fixture(scope="module")
+def first_run(harness, seeded_cache):
+    from flows.nightly import nightly
+
+    state = nightly(**SHORT, return_state=True)
+    assert state.is_completed(), state
+    return state
+
+
+def test_flow_runs_the_five_stages(first_run):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(first_run.state_details.flow_run_id)
+        task_runs = client.read_task_runs()
+    names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs if tr.flow_run_id == flow_run.id)
+    assert names == ["evaluate_model", "load_series", "make_windows", "train_model", "write_report"]
+    assert all(tr.state.is_completed() for tr in task_runs if tr.flow_run_id == flow_run.id)
+
+
+def test_mlflow_run_has_params_epoch_metrics_final_metrics_tags_and_figures(first_run):
+    from mlflow import MlflowClient
+
+    from flows import tracking
+
+    summary = first_run.result()
+    client = MlflowClient(tracking.tracking_uri())
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["window"] == "20" and run.data.params["epochs"] == "4" and run.data.params["model"] == "rnn"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    for name in ("val_loss", "grad_norm"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 4
+    for prefix in ("test_", "carried_test_", "naive_test_", "drift_test_"):
+        for metric in ("mse", "rmse", "mae", "mape", "smape", "mase", "directional_accuracy"):
+            assert np.isfinite(run.data.metrics[prefix + metric]), prefix + metric
+    assert run.data.metrics["test_mae"] == pytest.approx(summary["test_mae"])
+    assert run.data.metrics["naive_test_mase"] == pytest.approx(1.0)
+    tags = run.data.tags
+    assert tags["data_sha256"] == "80c6aeb546bad43fb68b2facdb1972c2693e565838d45d8fe0eae0715f177c32"
+    assert tags["kernel_backend"] in ("numpy", "cython") and tags["code_version"]
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/series.png", "figures/test_forecast.png", "figures/loss_curves.png",
+                       "figures/residuals.png"}
+
+
+def test_model_is_registered_as_champion_and_reproduces_the_forecast(first_run):
+    import mlflow
+
+    from flows import tracking
+
+    summary = first_run.result()
+    tracking.client()
+    mv = mlflow.MlflowClient().get_model_version_by_alias(SHORT["model_name"], "champion")
+    assert str(mv.version) == summary["version"] and summary["status"] == "champion"
+    model = mlflow.pyfunc.load_model(f"models:/{SHORT['model_name']}@champion")
+    from flows.ingest import load_series
+
+    values = load_series("sp500").values
+    forecast = model.predict(values[-SHORT["window"]:][None, :])
+    np.testing.assert_allclose(forecast[0], summary["forecast"]["values"], rtol=1e-6)
+
+
+def test_report_artifact_and_a_worse_model_becomes_challenger(first_run):
+    from prefect import get_client
+
+    from flows.nightly import nightly
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    report = [a for a in artifacts if a.key == "nightly-report"]
+    assert report and "| naive (tomorrow = today) |" in report[-1].data and "data:image/png;base64," in report[-1].data
+    # one epoch on a different seed: a worse test MAE leaves the champion where it was
+    first = first_run.result()
+    second = nightly(**{**SHORT, "epochs": 1, "seed": 9, "lr": 0.001})
+    if second["test_mae"] >= first["test_mae"]:
+        assert second["status"] == "challenger" and second["previous_version"] == first["version"]
+    else:
+        assert second["status"] == "champion"
+
+
+def test_failed_flow_marks_the_mlflow_run_failed_and_registers_nothing(harness, seeded_cache, tmp_path):
+    from mlflow import MlflowClient
+
+    from flows import tracking
+    from flows.nightly import nightly
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ds,y\n2020-01-01,1\n2020-01-02,oops\n")
+    state = nightly(**{**SHORT, "source": str(bad), "model_name": "never-registered"}, return_state=True)
+    assert state.is_failed()
+    assert "line 3: value 'oops'" in str(state.message) or "line 3" in repr(state.result(raise_on_failure=False))
+    client = MlflowClient(tracking.tracking_uri())
+    assert not client.search_registered_models(filter_string="name='never-registered'")
+    runs = client.search_runs([client.get_experiment_by_name("flow-test").experiment_id],
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"
