@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import get_run_context
+from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run as current_flow_run
 
 from flows import evaluation as ev
 from flows import reporting, tracking
@@ -37,7 +38,7 @@ def _say(message: str) -> None:
     log.info(message)
     try:
         get_run_logger().info(message)
-    except Exception:  # noqa: BLE001 - outside a flow/task run there is no run logger
+    except MissingContextError:  # called outside a flow or task run (e.g. task.fn in a unit test)
         pass
 
 
@@ -162,12 +163,9 @@ def nightly(
     """
     overrides = {k: v for k, v in locals().items() if k != "preset"}
     cfg = resolve_config(preset, **overrides)
-    run_name = None
-    try:
-        run_name = get_run_context().flow_run.name
-    except Exception:  # noqa: BLE001
-        pass
-    run_id = tracking.start_run(cfg, run_name=run_name, tags={"prefect_flow_run": run_name or ""})
+    run_name = current_flow_run.name
+    run_id = tracking.start_run(cfg, run_name=run_name,
+                                tags={"prefect_flow_run": run_name or "", "prefect_flow_run_id": current_flow_run.id or ""})
     try:
         series = load_series(cfg, run_id)
         windows = make_windows(cfg, series)
