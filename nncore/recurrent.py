@@ -377,20 +377,8 @@ class _Recurrent(Layer):
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}, dtype={self.dtype})"
 
 
-class RNN(_Recurrent):
-    """Single-layer tanh RNN, batch-first.
-
-    Equations::
-
-        h_t = tanh(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh)
-
-    Parameters: ``W_ih`` (H, I), ``W_hh`` (H, H), ``b_ih`` (H,), ``b_hh`` (H,).
-    ``forward(x, h0=None)`` with x (B, T, I) returns ``(out, h_T)``, out (B, T, H);
-    ``backward(dout, dh_T=None)`` returns dx (B, T, I), adds into ``grads`` and sets ``dh0``.
-    """
-
-    gates = 1
-    kind = "rnn"
+class _SingleState(_Recurrent):
+    """Layers whose state is one array h (RNN, GRU): ``forward(x, h0)``, ``backward(dout, dh_T)``."""
 
     def forward(self, x, h0=None):
         x = self._check_x(x)
@@ -408,7 +396,23 @@ class RNN(_Recurrent):
         return dx
 
 
-class GRU(_Recurrent):
+class RNN(_SingleState):
+    """Single-layer tanh RNN, batch-first.
+
+    Equations::
+
+        h_t = tanh(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh)
+
+    Parameters: ``W_ih`` (H, I), ``W_hh`` (H, H), ``b_ih`` (H,), ``b_hh`` (H,).
+    ``forward(x, h0=None)`` with x (B, T, I) returns ``(out, h_T)``, out (B, T, H);
+    ``backward(dout, dh_T=None)`` returns dx (B, T, I), adds into ``grads`` and sets ``dh0``.
+    """
+
+    gates = 1
+    kind = "rnn"
+
+
+class GRU(_SingleState):
     """Single-layer GRU, batch-first, PyTorch's equations and gate order (r, z, n).
 
     Equations::
@@ -424,21 +428,6 @@ class GRU(_Recurrent):
 
     gates = 3
     kind = "gru"
-
-    def forward(self, x, h0=None):
-        x = self._check_x(x)
-        h0 = None if h0 is None else _initial(h0, x.shape[0], self.hidden_size, self.dtype, "h0")
-        p = self.params
-        out, h_T, self._cache = self._forward_fn(x, h0, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
-        return out, h_T
-
-    def backward(self, dout=None, dh_T=None):
-        B, T, H = self._last_shape()
-        dout = self._check_grad(dout, "dout", (B, T, H))
-        dh_T = self._check_grad(dh_T, "dh_T", (B, H))
-        dx, self.dh0, grads = self._backward_fn(dout, dh_T, self._cache, self.params["W_ih"], self.params["W_hh"])
-        self._accumulate(grads)
-        return dx
 
 
 class LSTM(_Recurrent):
