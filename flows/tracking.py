@@ -1,7 +1,8 @@
 """MLflow: the run's lifecycle, parameters, per-epoch metrics, the pyfunc model and the champion alias.
 
-With no ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///<project>/mlflow.db`` with artifacts
-under ``<project>/mlartifacts``; with a tracking server, the server decides where artifacts go.
+With no ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///<project>/mlflow.db``; a sqlite store keeps
+its artifacts beside the database file (``<db dir>/mlartifacts/<experiment>``); with a tracking
+server, the server decides where artifacts go.
 """
 from __future__ import annotations
 
@@ -42,9 +43,11 @@ def ensure_experiment(c: MlflowClient, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     artifact_location = None
-    if tracking_uri().startswith("sqlite:"):
-        # sqlite stores put artifacts in <cwd>/mlruns unless told otherwise
-        artifact_location = (PROJECT_ROOT / "mlartifacts" / name).as_uri()
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        # sqlite stores put artifacts in <cwd>/mlruns unless told otherwise: keep them beside the db
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        artifact_location = (db.parent / "mlartifacts" / name).as_uri()
     try:
         return c.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:  # created concurrently by another run
