@@ -1,0 +1,370 @@
+"""Local services for the nightly pipeline: a Prefect server, the deployment and a worker, an MLflow server.
+
+    python ops/services.py start   [--prefect-port 4200] [--mlflow-port 5000] [--state-dir .services]
+    python ops/services.py status  [--state-dir .services]
+    python ops/services.py stop    [--state-dir .services]
+    python ops/services.py env     [--state-dir .services]   # exports that point the CLI at them
+
+``start`` runs, in order: a Prefect server on 127.0.0.1 (its own ``PREFECT_HOME`` under the state
+directory) and waits for its health check; the process work pool (``--overwrite``); ``prefect deploy``
+of every deployment in ``prefect.yaml`` without prompts; an MLflow tracking server on 127.0.0.1 with a
+sqlite backend and a local artifact store that it proxies (``mlflow-artifacts:/``); a Prefect worker on
+the pool whose flow runs log to that MLflow server. Every process gets its own session (process group);
+its PID, start time and command go to ``<state-dir>/services.json`` and its output to
+``<state-dir>/logs/``. ``stop`` ends exactly those process groups (SIGTERM, then SIGKILL after a
+grace period), checking each PID's start time so a reused PID is never signalled. ``status`` says
+what is running, healthy and listening where, and exits 0 only when everything is. Nothing listens
+on a non-loopback address (``status`` lists every listening socket of the services).
+
+Standard library only; the servers run from the same Python environment as this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+POOL = "nightly-pool"
+ORDER = ("prefect-server", "mlflow-server", "worker")  # start order; stop goes in reverse
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+# ----------------------------------------------------------------------------------------------
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _alive(rec: dict) -> bool:
+    return _start_time(rec["pid"]) == rec["start_time"]
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+                pids.append(int(d.name))
+    return pids
+
+
+def _listening(pids: list[int]) -> list[str]:
+    """host:port of every TCP socket in LISTEN state owned by these processes."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] != "0A" or parts[9] not in inodes:  # 0A = LISTEN
+                continue
+            addr_hex, port_hex = parts[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            # /proc/net/tcp stores the address as host-order 32-bit words
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append(f"{socket.inet_ntop(family, raw)}:{int(port_hex, 16)}")
+    return sorted(set(found))
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def _wait_healthy(name: str, url: str, rec: dict, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(rec):
+            raise ServiceError(f"{name} exited during startup; last lines of {log}:\n{_tail(log)}")
+        if _healthy(url):
+            return
+        time.sleep(0.25)
+    raise ServiceError(f"{name} not healthy at {url} after {timeout:.0f} s; see {log}")
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# ----------------------------------------------------------------------------------------------
+# State
+# ----------------------------------------------------------------------------------------------
+class State:
+    def __init__(self, state_dir: Path):
+        self.dir = state_dir.resolve()
+        self.file = self.dir / "services.json"
+        self.logs = self.dir / "logs"
+
+    def load(self) -> dict:
+        try:
+            return json.loads(self.file.read_text())
+        except FileNotFoundError:
+            return {"services": {}}
+
+    def save(self, data: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.file)
+
+    def env(self, data: dict) -> dict:
+        """Environment of every service and CLI call: the server URLs and this state's Prefect home."""
+        env = dict(os.environ)
+        env.update({
+            "PREFECT_HOME": str(self.dir / "prefect-home"),
+            "PREFECT_API_URL": data["prefect_api_url"],
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "true",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_TRACKING_URI": data["mlflow_tracking_uri"],
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": env.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
+        })
+        return env
+
+
+def _spawn(state: State, data: dict, name: str, cmd: list[str], env: dict) -> dict:
+    state.logs.mkdir(parents=True, exist_ok=True)
+    log = state.logs / f"{name}.log"
+    with open(log, "ab") as out:
+        out.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+        out.flush()
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    time.sleep(0.05)
+    rec = {"pid": p.pid, "start_time": _start_time(p.pid), "cmd": cmd, "log": str(log),
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if rec["start_time"] is None:
+        raise ServiceError(f"{name} exited at once; see {log}:\n{_tail(log)}")
+    data["services"][name] = rec
+    state.save(data)
+    return rec
+
+
+def _run(cmd: list[str], env: dict, what: str, timeout: float = 300) -> None:
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise ServiceError(f"{what} failed (exit {out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
+
+
+def _worker_online(api_url: str) -> bool:
+    req = urllib.request.Request(f"{api_url}/work_pools/{POOL}/workers/filter", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return any(w.get("status") == "ONLINE" for w in json.load(r))
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, worker: bool = True) -> None:
+    data = state.load()
+    running = [n for n, rec in data["services"].items() if _alive(rec)]
+    if running:
+        raise ServiceError(f"already running from {state.dir}: {', '.join(running)} "
+                           f"(`python ops/services.py stop --state-dir {state.dir}` first)")
+    for port, what in ((prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")):
+        if not _port_free(port):
+            raise ServiceError(f"{what} {port}: 127.0.0.1:{port} is already in use")
+    data = {"services": {}, "prefect_api_url": f"http://127.0.0.1:{prefect_port}/api",
+            "prefect_ui_url": f"http://127.0.0.1:{prefect_port}",
+            "mlflow_tracking_uri": f"http://127.0.0.1:{mlflow_port}"}
+    state.save(data)
+    env = state.env(data)
+    py = sys.executable
+    try:
+        print(f"prefect server: {data['prefect_ui_url']}\nmlflow server:  {data['mlflow_tracking_uri']}", flush=True)
+        (state.dir / "mlflow").mkdir(parents=True, exist_ok=True)
+        # both servers boot at once (each is mostly a Python process importing its framework)
+        prefect_rec = _spawn(state, data, "prefect-server",
+                             [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port),
+                              "--analytics-off"], env)
+        mlflow_rec = _spawn(state, data, "mlflow-server",
+                            [py, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                             "--workers", "1", "--backend-store-uri", f"sqlite:///{state.dir / 'mlflow' / 'mlflow.db'}",
+                             "--serve-artifacts", "--artifacts-destination",
+                             (state.dir / "mlflow" / "artifacts").as_uri()], env)
+        _wait_healthy("the Prefect server", f"{data['prefect_api_url']}/health", prefect_rec,
+                      Path(prefect_rec["log"]), timeout)
+        _wait_healthy("the MLflow server", f"{data['mlflow_tracking_uri']}/health", mlflow_rec,
+                      Path(mlflow_rec["log"]), timeout)
+
+        print(f"work pool {POOL}; deploying prefect.yaml", flush=True)
+        _run([py, "-m", "prefect", "work-pool", "create", POOL, "--type", "process", "--overwrite"], env,
+             "creating the work pool")
+        _run([py, "-m", "prefect", "--no-prompt", "deploy", "--all"], env, "prefect deploy")
+
+        if worker:
+            print(f"worker on {POOL}", flush=True)
+            rec = _spawn(state, data, "worker", [py, "-m", "prefect", "worker", "start", "--pool", POOL,
+                                                 "--type", "process"], env)
+            deadline = time.monotonic() + timeout
+            while not _worker_online(data["prefect_api_url"]):
+                if not _alive(rec):
+                    raise ServiceError(f"the worker exited during startup; see {rec['log']}:\n{_tail(Path(rec['log']))}")
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"the worker did not come online within {timeout:.0f} s; see {rec['log']}")
+                time.sleep(0.5)
+    except BaseException:
+        stop(state, quiet=True)
+        raise
+    (state.dir / "env").write_text(_exports(data))
+    print(f"ready. Prefect UI {data['prefect_ui_url']}  MLflow UI {data['mlflow_tracking_uri']}\n"
+          f"point the CLI at them: . {state.dir / 'env'}", flush=True)
+
+
+def _exports(data: dict) -> str:
+    return (f"export PREFECT_API_URL={data['prefect_api_url']}\n"
+            f"export MLFLOW_TRACKING_URI={data['mlflow_tracking_uri']}\n")
+
+
+def stop(state: State, grace: float = 20.0, quiet: bool = False) -> list[str]:
+    """End the process groups this state started (workers first); returns the names stopped."""
+    data = state.load()
+    stopped = []
+    for name in reversed(ORDER):
+        rec = data["services"].get(name)
+        if rec is None:
+            continue
+        if _alive(rec):
+            pgid = rec["pid"]  # start_new_session: the service leads its own process group
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(pgid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10)
+                while time.monotonic() < deadline and _group_pids(pgid):
+                    time.sleep(0.2)
+                if not _group_pids(pgid):
+                    break
+            stopped.append(name)
+            if not quiet:
+                print(f"stopped {name} (pid {rec['pid']})", flush=True)
+        del data["services"][name]
+        state.save(data)
+    if not quiet and not stopped:
+        print("nothing was running", flush=True)
+    return stopped
+
+
+def status(state: State) -> int:
+    data = state.load()
+    if not data["services"]:
+        print(f"no services started from {state.dir}")
+        return 3
+    ok = True
+    for name in ORDER:
+        rec = data["services"].get(name)
+        if rec is None:
+            print(f"{name:15s} not started")
+            ok = False
+            continue
+        alive = _alive(rec)
+        health = ""
+        if alive and name == "prefect-server":
+            healthy = _healthy(f"{data['prefect_api_url']}/health")
+            health = f" healthy={healthy}  UI {data['prefect_ui_url']}"
+            ok &= healthy
+        elif alive and name == "mlflow-server":
+            healthy = _healthy(f"{data['mlflow_tracking_uri']}/health")
+            health = f" healthy={healthy}  UI {data['mlflow_tracking_uri']}"
+            ok &= healthy
+        elif alive and name == "worker":
+            online = _worker_online(data["prefect_api_url"])
+            health = f" online={online}  pool {POOL}"
+            ok &= online
+        listen = ", ".join(_listening(_group_pids(rec["pid"]))) if alive else ""
+        print(f"{name:15s} {'running' if alive else 'STOPPED':8s} pid {rec['pid']:<7d}{health}"
+              f"{'  listening ' + listen if listen else ''}")
+        ok &= alive
+    return 0 if ok else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python ops/services.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=["start", "stop", "status", "env"])
+    p.add_argument("--state-dir", type=Path, default=ROOT / ".services",
+                   help="PIDs, logs, the Prefect home and the MLflow store (default: .services in the project)")
+    p.add_argument("--prefect-port", type=int, default=4200)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--timeout", type=float, default=180, help="seconds each service may take to become ready")
+    p.add_argument("--no-worker", action="store_true", help="start the servers and deploy, but no worker")
+    args = p.parse_args(argv)
+    state = State(args.state_dir)
+    try:
+        if args.command == "start":
+            start(state, args.prefect_port, args.mlflow_port, args.timeout, worker=not args.no_worker)
+        elif args.command == "stop":
+            stop(state)
+        elif args.command == "status":
+            return status(state)
+        else:
+            data = state.load()
+            if not data["services"]:
+                print(f"no services started from {state.dir}", file=sys.stderr)
+                return 3
+            print(_exports(data), end="")
+    except ServiceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
