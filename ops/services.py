@@ -66,7 +66,8 @@ def _group_pids(pgid: int) -> list[int]:
                 stat = (d / "stat").read_text()
             except OSError:
                 continue
-            if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # a zombie has ended already
                 pids.append(int(d.name))
     return pids
 
