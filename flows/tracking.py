@@ -75,9 +75,12 @@ def start_run(cfg: PipelineConfig, run_name: str | None = None, tags: dict | Non
     c = client()
     exp_id = ensure_experiment(c, cfg.experiment)
     run = c.create_run(exp_id, run_name=run_name, tags={"code_version": code_version(), **(tags or {})})
-    params = [Param(k, str(v)) for k, v in sorted(cfg.to_dict().items())]
-    c.log_batch(run.info.run_id, params=params)
+    log_params(run.info.run_id, cfg.to_dict())
     return run.info.run_id
+
+
+def log_params(run_id: str, params: dict) -> None:
+    client().log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
 
 
 def run_url(run_id: str) -> str | None:

@@ -3,7 +3,9 @@
 For a series y_0 … y_{N-1}, window i has inputs y_i … y_{i+W-1} and targets
 y_{i+W} … y_{i+W+h-1} (``horizon`` h; h > 1 is a *direct* multi-step forecast: one output per
 step). Windows are split in time order: the first ``train_size`` train, the next ones
-validate, the last ``test_size`` test.
+validate, the last ``test_size`` test. With h > 1 the h − 1 windows just before the test part are
+left out (purged): their targets would run into the test targets, and validation picks the
+best epoch, so no value of the test period reaches training or model selection.
 
 What the model sees (``target``), every constant fitted on the values the training windows
 touch (inputs and targets) and nothing later:
@@ -159,17 +161,18 @@ def make_windows(values: np.ndarray, window: int, horizon: int = 1, test_size: i
         raise WindowingError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
     n_windows = len(values) - window - horizon + 1
     n_rest = n_windows - test_size
+    purge = horizon - 1  # windows whose targets would reach the first test targets
     if train_size is None:
-        n_val = int(round(n_rest * val_fraction))
-        n_train = n_rest - n_val
+        n_val = int(round((n_rest - purge) * val_fraction))
+        n_train = n_rest - purge - n_val
     else:
-        n_train, n_val = train_size, n_rest - train_size
+        n_train, n_val = train_size, n_rest - purge - train_size
     if n_train < 1 or n_val < 1:
-        need = window + horizon - 1 + test_size + (train_size + 1 if train_size else 2)
+        need = window + 2 * horizon - 2 + test_size + (train_size + 1 if train_size else 2)
         raise WindowingError(
             f"series too short: {len(values)} values give {max(n_windows, 0)} windows of {window} → {horizon}, "
-            f"but test {test_size} + training {n_train if n_train > 0 else '≥1'} + validation ≥1 windows need "
-            f"at least {need} values"
+            f"but test {test_size} + training {n_train if n_train > 0 else '≥1'} + validation ≥1 windows"
+            f"{f' (+ {purge} left out before the test part)' if purge else ''} need at least {need} values"
         )
     inputs = sliding_window_view(values, window)[:n_windows]                  # (M, W)
     targets = sliding_window_view(values[window:], horizon)[:n_windows]       # (M, h)

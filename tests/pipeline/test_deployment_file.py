@@ -1,4 +1,4 @@
-"""prefect.yaml declares the nightly deployment the README describes, and its entrypoint loads."""
+"""prefect.yaml declares the nightly and weekly-sweep deployments the README describes; their entrypoints load."""
 from pathlib import Path
 
 import yaml
@@ -24,3 +24,19 @@ def test_entrypoint_loads_the_flow():
     flow = load_flow_from_entrypoint(str(ROOT / spec["deployments"][0]["entrypoint"]))
     assert flow.name == "nightly"
     assert {"preset", "source", "model", "epochs", "lr", "seed"} <= set(flow.parameters.properties)
+
+
+def test_weekly_sweep_deployment_declaration():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (weekly,) = [d for d in spec["deployments"] if d["name"] == "weekly-sweep"]
+    assert weekly["schedules"] == [{"cron": "0 6 * * 6", "timezone": "America/New_York", "active": True}]
+    assert weekly["concurrency_limit"]["limit"] == 1
+    from prefect.flows import load_flow_from_entrypoint
+
+    from flows.sweep import expand_grid
+
+    flow = load_flow_from_entrypoint(str(ROOT / weekly["entrypoint"]))
+    assert flow.name == "sweep"
+    params = weekly["parameters"]
+    assert set(params) <= set(flow.parameters.properties)
+    assert len(expand_grid(params["grid"])) == 8  # four model kinds × two hidden sizes, all valid

@@ -26,8 +26,11 @@ def test_windows_and_targets_are_aligned():
         np.testing.assert_allclose(raw_inputs[:, -1], values[i - 1], rtol=1e-5)
         np.testing.assert_allclose(split.actual, np.stack([values[i], values[i + 1], values[i + 2]], axis=1))
         np.testing.assert_array_equal(split.last, values[i - 1])
-    # chronological and contiguous: train, then validation, then test
-    assert w.train.index[-1] + 1 == w.val.index[0] and w.val.index[-1] + 1 == w.test.index[0]
+    # chronological: train, then validation, then the h − 1 = 2 purged windows, then test; no
+    # validation target (index .. index + 2) reaches the first test target
+    assert w.train.index[-1] + 1 == w.val.index[0] and w.val.index[-1] + 1 + 2 == w.test.index[0]
+    assert w.val.index[-1] + 2 < w.test.index[0]
+    assert len(w.train) == 60 and len(w.val) == 100 - 10 - 3 + 1 - 5 - 2 - 60
     assert w.test.index[-1] + 3 == len(values)
 
 
