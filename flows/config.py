@@ -15,7 +15,11 @@ TARGETS = ("level", "delta", "return")
 LOSS_NAMES = ("mse", "mae")
 BACKENDS = ("auto", "numpy", "cython")
 DTYPES = ("float32", "float64")
-OPTIONAL_ZERO_IS_NONE = ("max_gap_days", "n_values", "train_size", "batch_size", "grad_clip", "patience")
+OPTIMIZERS = ("adam", "sgd")
+OPTIONAL_ZERO_IS_NONE = ("max_gap_days", "n_values", "train_size", "batch_size", "grad_clip", "patience",
+                         "checkpoint_every")
+#: Parameters that do not change what is trained (excluded from :meth:`PipelineConfig.training_key`).
+NOT_TRAINING = ("resume", "log_every", "checkpoint_every", "experiment", "model_name", "preset")
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class PipelineConfig:
     backend: str = field(default="auto", metadata={"help": "recurrent kernel: auto | numpy | cython"})
     # training
     epochs: int = field(default=200, metadata={"help": "maximum number of epochs"})
-    lr: float = field(default=0.01, metadata={"help": "Adam learning rate"})
+    optimizer: str = field(default="adam", metadata={"help": "adam | sgd (plain gradient descent)"})
+    lr: float = field(default=0.01, metadata={"help": "learning rate"})
     batch_size: int | None = field(default=None, metadata={"help": "mini-batch size, shuffled each epoch (0: full batch)"})
     grad_clip: float | None = field(default=1.0, metadata={"help": "clip the global gradient norm to this value (0: no clipping)"})
     patience: int | None = field(default=None, metadata={"help": "stop after this many epochs without a better validation loss (0: never)"})
@@ -51,6 +56,8 @@ class PipelineConfig:
     l2: float = field(default=0.0, metadata={"help": "L2 weight decay"})
     seed: int = field(default=0, metadata={"help": "random seed (initialisation and shuffling)"})
     log_every: int = field(default=25, metadata={"help": "print training progress every N epochs"})
+    checkpoint_every: int | None = field(default=25, metadata={"help": "save a training checkpoint to the MLflow run every N epochs (0: never)"})
+    resume: str | None = field(default=None, metadata={"help": "continue an interrupted run from its last checkpoint: its MLflow run id, or 'latest' (the newest unfinished run of this experiment with the same training parameters)"})
     # tracking
     experiment: str = field(default="nightly", metadata={"help": "MLflow experiment name"})
     model_name: str = field(default="nncore-forecaster", metadata={"help": "MLflow registered model name"})
@@ -66,6 +73,14 @@ class PipelineConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def training_key(self) -> str:
+        """SHA-256 of every parameter that changes what is trained (not where it is logged or how often)."""
+        import hashlib
+        import json
+
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_TRAINING}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @property
     def is_recurrent(self) -> bool:
@@ -101,8 +116,10 @@ def validate(cfg: PipelineConfig) -> None:
 
     for name in ("window", "horizon", "test_size", "hidden_size", "epochs", "log_every"):
         positive_int(name)
-    for name in ("max_gap_days", "n_values", "train_size", "batch_size", "patience"):
+    for name in ("max_gap_days", "n_values", "train_size", "batch_size", "patience", "checkpoint_every"):
         positive_int(name, allow_none=True)
+    if cfg.horizon > cfg.test_size:
+        _fail("horizon", cfg.horizon, f"larger than the test part ({cfg.test_size} windows, --test-size)")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         _fail("seed", cfg.seed, "must be an integer >= 0")
     if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
@@ -116,7 +133,7 @@ def validate(cfg: PipelineConfig) -> None:
         if not (math.isfinite(v) and v >= 0):
             _fail(name, v, "must be a finite number >= 0")
     for name, allowed in (("model", MODEL_KINDS), ("target", TARGETS), ("loss", LOSS_NAMES),
-                          ("backend", BACKENDS), ("dtype", DTYPES)):
+                          ("backend", BACKENDS), ("dtype", DTYPES), ("optimizer", OPTIMIZERS)):
         v = getattr(cfg, name)
         if v not in allowed:
             _fail(name, v, f"unknown value; valid: {', '.join(allowed)}")
@@ -126,6 +143,8 @@ def validate(cfg: PipelineConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, str) or not v.strip():
             _fail(name, v, "must be a non-empty string")
+    if cfg.resume is not None and (not isinstance(cfg.resume, str) or not cfg.resume.strip()):
+        _fail("resume", cfg.resume, "must be an MLflow run id or 'latest'")
 
 
 def resolve_config(preset: str | None = None, **overrides) -> PipelineConfig:

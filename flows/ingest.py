@@ -13,6 +13,7 @@ source, the line of the file (line 1 is the header) and the problem.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import hashlib
@@ -23,7 +24,9 @@ import math
 import os
 import tempfile
 import time
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +64,34 @@ class Series:
         return Series(self.dates[-n:], self.values[-n:], self.source, self.path, self.sha256)
 
 
+_SECRET_PARAM = re.compile(r"token|key|secret|passw|pwd|sig|auth|credential", re.IGNORECASE)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def redact(source: str) -> str:
+    """``source`` fit for logs, tags and reports: a URL's password and secret-looking query values as ***."""
+    if not source.startswith(("http://", "https://")):
+        return source
+    parts = urllib.parse.urlsplit(source)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join(f"{k}=***" if _SECRET_PARAM.search(k) else (f"{k}={v}" if v or "=" in pair else k)
+                     for pair in parts.query.split("&") if pair
+                     for k, _, v in [pair.partition("=")])
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def expand_env(source: str) -> str:
+    """Replace ``${NAME}`` in ``source`` with the environment variable NAME (keeps secrets out of parameters)."""
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in os.environ:
+            raise DataError(f"{redact(source)}: environment variable {m.group(1)} is not set")
+        return os.environ[m.group(1)]
+
+    return _ENV_REF.sub(sub, source)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("NNFORECAST_CACHE_DIR", DEFAULT_CACHE_DIR))
 
@@ -81,6 +112,17 @@ def sha256_file(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------
 # Download
 # ----------------------------------------------------------------------------------------------
+def _request(url: str) -> urllib.request.Request:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
+                             f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
+    return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
+
+
 def download(url: str, dest: Path, sha256: str | None = None, *, timeout: float = 30.0,
              retries: int = 3, backoff: float = 1.0) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying ``sha256`` when given.
@@ -88,33 +130,35 @@ def download(url: str, dest: Path, sha256: str | None = None, *, timeout: float 
     Transient failures (connection errors, time-outs, HTTP 5xx) are retried ``retries`` times with
     exponential backoff; a 4xx answer, an HTML page or a checksum mismatch fails at once. The bytes
     go to a temporary file in ``dest``'s directory and replace ``dest`` only once complete and
-    verified.
+    verified. Credentials in the URL (``https://user:password@host/…``) go as HTTP basic auth.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    request = _request(url)
     last_error: Exception | None = None
     for attempt in range(retries + 1):
         if attempt:
             delay = backoff * 2 ** (attempt - 1)
-            log.warning("download of %s failed (%s); retry %d/%d in %.1f s", url, last_error, attempt, retries, delay)
+            log.warning("download of %s failed (%s); retry %d/%d in %.1f s", redact(url), last_error, attempt, retries,
+                        delay)
             time.sleep(delay)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
                 ctype = resp.headers.get("Content-Type", "")
                 data = resp.read()
         except urllib.error.HTTPError as e:
             e.close()  # the error carries the open response
             if 400 <= e.code < 500:
-                raise DataError(f"{url}: download failed with HTTP {e.code} {e.reason}") from None
+                raise DataError(f"{redact(url)}: download failed with HTTP {e.code} {e.reason}") from None
             last_error = e
             continue
         except (urllib.error.URLError, TimeoutError, OSError) as e:
             last_error = e
             continue
         if "html" in ctype.lower() or _looks_like_html(data):
-            raise DataError(f"{url}: the server returned an HTML page ({ctype or 'no content type'}), not CSV")
+            raise DataError(f"{redact(url)}: the server returned an HTML page ({ctype or 'no content type'}), not CSV")
         actual = hashlib.sha256(data).hexdigest()
         if sha256 is not None and actual != sha256:
-            raise DataError(f"{url}: checksum mismatch: expected sha256 {sha256}, got {actual}; the cache was not changed")
+            raise DataError(f"{redact(url)}: checksum mismatch: expected sha256 {sha256}, got {actual}; the cache was not changed")
         fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -126,7 +170,7 @@ def download(url: str, dest: Path, sha256: str | None = None, *, timeout: float 
             Path(tmp).unlink(missing_ok=True)
             raise
         return dest
-    raise DataError(f"{url}: download failed after {retries + 1} attempts: {last_error}")
+    raise DataError(f"{redact(url)}: download failed after {retries + 1} attempts: {last_error}")
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
@@ -195,11 +239,11 @@ def _parse_date(text: str) -> dt.date:
 
 
 def parse_csv(data: bytes, label: str, date_column: str = "ds", value_column: str = "y",
-              max_gap_days: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              max_gap_days: int | None = None, positive: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Parse and validate CSV bytes; returns (dates datetime64[D], values float64).
 
     ``label`` names the source in error messages. Lines are numbered as in the file, the header
-    being line 1.
+    being line 1. ``positive`` rejects values ≤ 0 (log returns need positive prices).
     """
     if not data.strip():
         raise DataError(f"{label}: the file is empty")
@@ -247,6 +291,9 @@ def parse_csv(data: bytes, label: str, date_column: str = "ds", value_column: st
             raise DataError(f"{label} line {line}: value {raw!r} in column {value_column!r} is not a number") from None
         if not math.isfinite(v):
             raise DataError(f"{label} line {line}: value {raw!r} in column {value_column!r} is not finite")
+        if positive and v <= 0:
+            raise DataError(f"{label} line {line}: value {raw!r} in column {value_column!r} is not positive; "
+                            "the 'return' target takes logarithms (use --target delta or level)")
         if dates:
             if d == dates[-1]:
                 raise DataError(f"{label} line {line}: duplicate date {d} (also on line {lines[-1]})")
@@ -266,16 +313,19 @@ def parse_csv(data: bytes, label: str, date_column: str = "ds", value_column: st
 
 
 def load_series(source: str = "sp500", date_column: str | None = None, value_column: str | None = None,
-                max_gap_days: int | None = None) -> Series:
+                max_gap_days: int | None = None, positive: bool = False) -> Series:
     """Fetch (or reuse the cache for) ``source`` and return the validated series.
 
     For a registered source, unspecified column names come from its entry in ``data/sources.json``.
+    ``${NAME}`` in a URL is replaced with the environment variable NAME (a token stays out of the
+    run's parameters); the series, messages and logs carry the URL with secrets redacted.
     """
     entry = registered_sources().get(source, {})
     date_column = date_column or entry.get("date_column", "ds")
     value_column = value_column or entry.get("value_column", "y")
-    path, _ = resolve_source(source)
+    path, _ = resolve_source(expand_env(source))
     data = path.read_bytes()
-    dates, values = parse_csv(data, str(path) if source == str(path) else f"{source} ({path})",
-                              date_column, value_column, max_gap_days)
-    return Series(dates, values, source, str(path), hashlib.sha256(data).hexdigest())
+    shown = redact(source)
+    dates, values = parse_csv(data, str(path) if source == str(path) else f"{shown} ({path})",
+                              date_column, value_column, max_gap_days, positive)
+    return Series(dates, values, shown, str(path), hashlib.sha256(data).hexdigest())

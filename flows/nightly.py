@@ -29,7 +29,7 @@ from prefect.runtime import flow_run as current_flow_run
 from flows import evaluation as ev
 from flows import reporting, tracking
 from flows.config import PRESETS, PipelineConfig, resolve_config
-from flows.ingest import Series
+from flows.ingest import DataError, Series
 from flows.ingest import load_series as _load_series
 from flows.model_io import load_forecaster, save_forecaster
 from flows.training import TrainResult, train
@@ -51,10 +51,16 @@ def _say(message: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Tasks: one per stage
 # ----------------------------------------------------------------------------------------------
-@task(retries=2, retry_delay_seconds=5)
+def _retry_io_only(task, task_run, state) -> bool:
+    """Retry I/O failures; bad data (DataError) fails at once: reading it again cannot help."""
+    return not isinstance(state.result(raise_on_failure=False), DataError)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_io_only)
 def load_series(cfg: PipelineConfig, run_id: str) -> Series:
     """Read and validate the series (download once into the cache when needed)."""
-    series = _load_series(cfg.source, cfg.date_column, cfg.value_column, cfg.max_gap_days)
+    series = _load_series(cfg.source, cfg.date_column, cfg.value_column, cfg.max_gap_days,
+                          positive=cfg.target == "return")
     tracking.set_tags(run_id, {"data_sha256": series.sha256, "data_source": series.source,
                                "data_last_date": str(series.dates[-1]), "data_rows": len(series)})
     _say(f"loaded {len(series)} values of {series.source} ({series.dates[0]} … {series.dates[-1]})")
@@ -73,8 +79,20 @@ def make_windows(cfg: PipelineConfig, series: Series) -> Windows:
 
 @task
 def train_model(cfg: PipelineConfig, windows: Windows, run_id: str) -> TrainResult:
-    """Train with Adam, keep the best validation epoch; per-epoch metrics go to MLflow."""
+    """Train, keep the best validation epoch; per-epoch metrics and checkpoints go to MLflow.
+
+    With ``cfg.resume`` the training continues from the named run's last checkpoint (the
+    interrupted run is marked KILLED); the result is the weights an uninterrupted run would have.
+    """
     epoch_logger = tracking.EpochLogger(run_id)
+    resume = None
+    if cfg.resume:
+        source_run = tracking.resumable_run(cfg)
+        resume = tracking.load_checkpoint(source_run, cfg.training_key())
+        tracking.set_tags(run_id, {"resumed_from": source_run, "resumed_after_epoch": resume["epoch"]})
+        if source_run != run_id:
+            tracking.end_run(source_run, "KILLED")
+        _say(f"resuming run {source_run} after epoch {resume['epoch']}")
 
     def on_epoch(epoch: int, m: dict) -> None:
         epoch_logger(epoch, m)
@@ -82,8 +100,13 @@ def train_model(cfg: PipelineConfig, windows: Windows, run_id: str) -> TrainResu
             _say(f"epoch {epoch:4d}/{cfg.epochs}  train {m['train_loss']:.3e}  val {m['val_loss']:.3e}  "
                  f"grad {m['grad_norm']:.2e}  {m['epoch_seconds'] * 1000:.0f} ms")
 
+    def on_checkpoint(ckpt: dict) -> None:
+        epoch_logger.flush()  # the metrics up to the checkpoint are in MLflow before it is
+        tracking.log_checkpoint(run_id, ckpt)
+        _say(f"checkpoint after epoch {ckpt['epoch']}")
+
     try:
-        result = train(cfg, windows, on_epoch)
+        result = train(cfg, windows, on_epoch, on_checkpoint=on_checkpoint, resume=resume)
     finally:
         epoch_logger.flush()
     tracking.set_tags(run_id, {"kernel_backend": result.backend, "weights_sha256": result.weights_sha256})
@@ -135,6 +158,7 @@ def write_report(cfg: PipelineConfig, series: Series, windows: Windows, result: 
             example = windows.values[-cfg.window:][None, :]
             prediction = load_forecaster(model_dir).predict(example)
             version = tracking.log_model(run_id, model_dir, example, prediction, cfg.model_name)
+        c.set_model_version_tag(cfg.model_name, version, "run_key", tracking.run_key(series.sha256, cfg))
         promotion = tracking.promote(cfg.model_name, version, evaluation["model"]["mae"])
         promotion["version"] = version
         tracking.set_tags(run_id, {"model_version": version, "model_role": promotion["status"]})
@@ -146,6 +170,25 @@ def write_report(cfg: PipelineConfig, series: Series, windows: Windows, result: 
                              description=f"{cfg.model} test MAE {evaluation['model']['mae']:.3f}")
     _say(f"registered {cfg.model_name} v{version}: {promotion['status']}")
     return {"run_id": run_id, "version": version, **promotion}
+
+
+def _unchanged(cfg: PipelineConfig, series: Series, version, run_id: str) -> dict:
+    """Nothing to train: the registry already holds the model of this data and these parameters."""
+    metrics = tracking.client().get_run(version.run_id).data.metrics
+    dates = np.busday_offset(series.dates[-1], np.arange(1, cfg.horizon + 1), roll="forward")
+    forecast = {"dates": [str(d) for d in dates], "values": [metrics.get(f"forecast_{i + 1}", float("nan"))
+                                                             for i in range(cfg.horizon)]}
+    status = "champion" if version.aliases and "champion" in version.aliases else "unchanged"
+    tracking.set_tags(run_id, {"skipped": "unchanged data and parameters", "model_version": version.version,
+                               "model_role": status})
+    message = (f"unchanged: {cfg.model_name} v{version.version} (MLflow run {version.run_id}) was trained on this "
+               f"data (sha256 {series.sha256[:12]}…) with these parameters; no new version")
+    _say(message)
+    create_markdown_artifact(key="nightly-report", markdown=f"# Nightly forecast: nothing new\n\n{message}.",
+                             description="unchanged data and parameters")
+    return {"run_id": run_id, "version": str(version.version), "status": status, "previous_version": None,
+            "previous_test_mae": None, "test_mae": metrics.get("test_mae", float("nan")),
+            "naive_test_mae": metrics.get("naive_test_mae", float("nan")), "forecast": forecast}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,6 +205,7 @@ def nightly(
     batch_size: int | None = None, grad_clip: float | None = None, patience: int | None = None,
     loss: str | None = None, l1: float | None = None, l2: float | None = None, seed: int | None = None,
     log_every: int | None = None, experiment: str | None = None, model_name: str | None = None,
+    optimizer: str | None = None, checkpoint_every: int | None = None, resume: str | None = None,
 ) -> dict:
     """Retrain the forecaster on the latest data, evaluate it against baselines, publish the forecast.
 
@@ -174,6 +218,11 @@ def nightly(
                                 tags={"prefect_flow_run": run_name or "", "prefect_flow_run_id": current_flow_run.id or ""})
     try:
         series = load_series(cfg, run_id)
+        done = tracking.find_version(cfg.model_name, tracking.run_key(series.sha256, cfg))
+        if done is not None and not cfg.resume:  # a rerun of a night: same data, same parameters
+            summary = _unchanged(cfg, series, done, run_id)
+            tracking.end_run(run_id, "FINISHED")
+            return summary
         windows = make_windows(cfg, series)
         result = train_model(cfg, windows, run_id)
         evaluation = evaluate_model(cfg, series, windows, result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,12 +75,64 @@ def start_run(cfg: PipelineConfig, run_name: str | None = None, tags: dict | Non
     """Create the run and log every parameter before any work."""
     c = client()
     exp_id = ensure_experiment(c, cfg.experiment)
-    run = c.create_run(exp_id, run_name=run_name, tags={"code_version": code_version(), **(tags or {})})
+    run = c.create_run(exp_id, run_name=run_name, tags={"code_version": code_version(),
+                                                        "training_key": cfg.training_key(), **(tags or {})})
     log_params(run.info.run_id, cfg.to_dict())
     return run.info.run_id
 
 
+def log_checkpoint(run_id: str, ckpt: dict) -> None:
+    """The run's training checkpoint (replaces the previous one)."""
+    from . import checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = checkpoint.save(ckpt, Path(tmp) / checkpoint.FILENAME)
+        client().log_artifact(run_id, str(path), artifact_path=checkpoint.ARTIFACT_DIR)
+
+
+def resumable_run(cfg: PipelineConfig) -> str:
+    """The run ``cfg.resume`` names ('latest': the newest unfinished run with the same training key)."""
+    c = client()
+    if cfg.resume != "latest":
+        try:
+            c.get_run(cfg.resume)
+        except MlflowException:
+            raise ValueError(f"parameter resume={cfg.resume!r}: no such MLflow run") from None
+        return cfg.resume
+    exp = c.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.training_key = '{cfg.training_key()}'",
+                             order_by=["attributes.start_time DESC"], max_results=50)
+        for run in runs:
+            if run.info.status in ("RUNNING", "FAILED", "KILLED") and _has_checkpoint(c, run.info.run_id):
+                return run.info.run_id
+    raise ValueError(f"parameter resume='latest': no unfinished run with a checkpoint and the same training "
+                     f"parameters in experiment {cfg.experiment!r}")
+
+
+def _has_checkpoint(c: MlflowClient, run_id: str) -> bool:
+    from . import checkpoint
+
+    return any(a.path.endswith(checkpoint.FILENAME) for a in c.list_artifacts(run_id, checkpoint.ARTIFACT_DIR))
+
+
+def load_checkpoint(run_id: str, training_key: str) -> dict:
+    """The last checkpoint of ``run_id``; a clear error if it has none or other training parameters."""
+    from . import checkpoint
+
+    c = client()
+    if not _has_checkpoint(c, run_id):
+        raise checkpoint.CheckpointError(f"MLflow run {run_id} has no checkpoint to resume from")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = c.download_artifacts(run_id, f"{checkpoint.ARTIFACT_DIR}/{checkpoint.FILENAME}", tmp)
+        return checkpoint.load(Path(path), training_key)
+
+
 def log_params(run_id: str, params: dict) -> None:
+    """Every parameter as given, except a ``source`` URL's secrets (redacted)."""
+    from .ingest import redact
+
+    params = {k: redact(v) if k == "source" and isinstance(v, str) else v for k, v in params.items()}
     client().log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
 
 
@@ -148,27 +201,60 @@ def log_model(run_id: str, model_dir: Path, example: np.ndarray, prediction: np.
     return str(info.registered_model_version)
 
 
+def run_key(data_sha256: str, cfg: PipelineConfig) -> str:
+    """What a registered version was trained from: the data's checksum and the training parameters."""
+    import hashlib
+
+    return hashlib.sha256(f"{data_sha256}:{cfg.training_key()}".encode()).hexdigest()
+
+
+def find_version(model_name: str, key: str):
+    """The registered version of ``model_name`` tagged with ``run_key`` = ``key``, if any."""
+    try:
+        found = client().search_model_versions(f"name = '{model_name}' and tags.run_key = '{key}'")
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _champion(c: MlflowClient, model_name: str) -> tuple[str, float | None] | None:
+    try:
+        mv = c.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    tag = mv.tags.get("test_mae")
+    mae = float(tag) if tag is not None else c.get_run(mv.run_id).data.metrics.get("test_mae")
+    return str(mv.version), mae
+
+
 def promote(model_name: str, version: str, test_mae: float) -> dict:
     """Alias ``champion`` the new version if it beats the current champion on test MAE, else tag it challenger.
+
+    Safe when runs finish at the same time (one MLflow store, several processes, no lock): each new
+    version is tagged ``role=pending`` with its test MAE first; every run then sets the alias to the
+    best of {current champion, all pending versions} and re-reads until the alias is stable, and
+    only then tags its own version champion or challenger. Whatever the interleaving, the alias
+    ends on the best of them, as if the runs had finished one after another; a champion set by
+    hand stays unless a newer version beats it.
 
     Returns {"status": "champion" | "challenger", "previous_version", "previous_test_mae"}.
     """
     c = client()
     c.set_model_version_tag(model_name, version, "test_mae", f"{test_mae:.6f}")
-    try:
-        current = c.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        current = None
-    previous_mae = None
-    if current is not None:
-        tag = current.tags.get("test_mae")
-        previous_mae = float(tag) if tag is not None else c.get_run(current.run_id).data.metrics.get("test_mae")
-    if current is None or previous_mae is None or test_mae < previous_mae:
-        c.set_registered_model_alias(model_name, CHAMPION, version)
-        c.set_model_version_tag(model_name, version, "role", CHAMPION)
-        status = CHAMPION
-    else:
-        c.set_model_version_tag(model_name, version, "role", CHALLENGER)
-        status = CHALLENGER
-    return {"status": status, "previous_version": str(current.version) if current else None,
-            "previous_test_mae": previous_mae}
+    c.set_model_version_tag(model_name, version, "role", "pending")
+    previous = _champion(c, model_name)
+    best = None
+    for _ in range(20):
+        champ = _champion(c, model_name)
+        pending = c.search_model_versions(f"name = '{model_name}' and tags.role = 'pending'")
+        candidates = [(str(v.version), float(v.tags["test_mae"])) for v in pending if "test_mae" in v.tags]
+        if champ is not None and champ[1] is not None:
+            candidates.append(champ)
+        best = min(candidates, key=lambda vm: (vm[1], int(vm[0])))
+        if champ is not None and champ[0] == best[0]:
+            break  # stable: the alias already names the best
+        c.set_registered_model_alias(model_name, CHAMPION, best[0])
+    status = CHAMPION if best[0] == str(version) else CHALLENGER
+    c.set_model_version_tag(model_name, version, "role", status)
+    return {"status": status, "previous_version": previous[0] if previous else None,
+            "previous_test_mae": previous[1] if previous else None}

@@ -1,7 +1,8 @@
-"""Training: Adam on full or shuffled mini-batches, clipping, best-validation weights, early stop.
+"""Training: Adam (or SGD) on full or shuffled mini-batches, clipping, best-validation weights, early stop.
 
 Pure function of (config, windows); the Prefect task wraps it and forwards the per-epoch
-metrics to MLflow through ``on_epoch``.
+metrics to MLflow through ``on_epoch`` and the checkpoints (every ``checkpoint_every`` epochs,
+see :mod:`flows.checkpoint`) through ``on_checkpoint``; ``resume`` continues from one.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from nncore import Adam, build_model, clip_grad_norm, get_loss
+from nncore import SGD, Adam, build_model, clip_grad_norm, get_loss
 from nncore.losses import Regularization
 
 from .config import PipelineConfig
@@ -93,15 +94,17 @@ def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: in
 
 
 def train(cfg: PipelineConfig, windows: Windows, on_epoch: Callable[[int, dict], None] | None = None,
-          model=None) -> TrainResult:
+          model=None, on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None) -> TrainResult:
     """Train a model of ``cfg.model`` on ``windows.train``, keeping the best validation epoch.
 
+    ``on_checkpoint(ckpt)`` is called every ``cfg.checkpoint_every`` epochs with the state that
+    ``resume=ckpt`` continues from (same weights at the end as without the interruption).
     Raises :class:`TrainingDiverged` naming the epoch when the training loss, the gradient norm
     or the validation loss becomes non-finite.
     """
     rng = np.random.default_rng(cfg.seed)
     model = model if model is not None else build(cfg, rng)
-    opt = Adam(model, lr=cfg.lr)
+    opt = Adam(model, lr=cfg.lr) if cfg.optimizer == "adam" else SGD(model, lr=cfg.lr)
     reg = Regularization(l1=cfg.l1, l2=cfg.l2) if (cfg.l1 or cfg.l2) else None
     X, y = windows.train.X, windows.train.y
     n = len(X)
@@ -110,9 +113,19 @@ def train(cfg: PipelineConfig, windows: Windows, on_epoch: Callable[[int, dict],
     best = (math.inf, 0, model.state_dict())
     since_best = 0
     stopped_early = False
+    first_epoch, elapsed_before = 1, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        rng.bit_generator.state = resume["rng"]
+        best = (resume["best_val_loss"], resume["best_epoch"], resume["best_model"])
+        since_best = resume["since_best"]
+        history = {k: list(v) for k, v in resume["history"].items()}
+        first_epoch, elapsed_before = resume["epoch"] + 1, resume["elapsed"]
+        log.info("resuming after epoch %d", resume["epoch"])
     t_start = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, cfg.epochs + 1):
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         order = np.arange(n) if batch == n else rng.permutation(n)
         try:
@@ -144,9 +157,16 @@ def train(cfg: PipelineConfig, windows: Windows, on_epoch: Callable[[int, dict],
         if cfg.patience is not None and since_best >= cfg.patience:
             stopped_early = True
             break
+        if on_checkpoint is not None and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 \
+                and epoch < cfg.epochs:
+            on_checkpoint({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                           "rng": rng.bit_generator.state, "best_val_loss": best[0], "best_epoch": best[1],
+                           "best_model": best[2], "since_best": since_best, "history": history,
+                           "training_key": cfg.training_key(),
+                           "elapsed": elapsed_before + time.perf_counter() - t_start})
     model.load_state_dict(best[2])
     return TrainResult(model=model, best_epoch=best[1], best_val_loss=best[0], epochs_run=epoch,
-                       stopped_early=stopped_early, seconds=time.perf_counter() - t_start,
+                       stopped_early=stopped_early, seconds=elapsed_before + time.perf_counter() - t_start,
                        weights_sha256=weights_hash(model), backend=model_backend(model), history=history)
 
 

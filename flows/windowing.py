@@ -150,6 +150,18 @@ class Windows:
         return int(self.train.index[-1]) + self.horizon
 
 
+def min_length(window: int, horizon: int, test_size: int, train_size: int | None = None,
+               val_fraction: float = 0.2) -> int:
+    """The fewest values :func:`make_windows` accepts with these parameters."""
+    if train_size is not None:
+        fit = train_size + 1                      # the training windows and one validation window
+    else:
+        fit = 2
+        while not (1 <= int(round(fit * val_fraction)) <= fit - 1):
+            fit += 1
+    return fit + (horizon - 1) + test_size + window + horizon - 1
+
+
 def make_windows(values: np.ndarray, window: int, horizon: int = 1, test_size: int = 300,
                  train_size: int | None = None, val_fraction: float = 0.2, target: str = "level",
                  dtype=np.float32) -> Windows:
@@ -168,7 +180,7 @@ def make_windows(values: np.ndarray, window: int, horizon: int = 1, test_size: i
     else:
         n_train, n_val = train_size, n_rest - purge - train_size
     if n_train < 1 or n_val < 1:
-        need = window + 2 * horizon - 2 + test_size + (train_size + 1 if train_size else 2)
+        need = min_length(window, horizon, test_size, train_size, val_fraction)
         raise WindowingError(
             f"series too short: {len(values)} values give {max(n_windows, 0)} windows of {window} → {horizon}, "
             f"but test {test_size} + training {n_train if n_train > 0 else '≥1'} + validation ≥1 windows"

@@ -43,5 +43,24 @@ def sp500(seeded_cache):
     return load_series("sp500")
 
 
+@pytest.fixture(scope="session")
+def harness():
+    """One Prefect test harness (temporary server and database) for every flow test of the session."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    # no heartbeat thread to join after each flow (tests only: production keeps heartbeats)
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def pytest_collection_finish(session):
+    out = os.environ.get("NNFORECAST_FAULT_TABLE")
+    if out:  # see test_fault_table.py
+        from .test_fault_table import fault_table
+
+        Path(out).write_text(fault_table(session.items))
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_TMP, ignore_errors=True)

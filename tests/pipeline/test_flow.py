@@ -9,16 +9,6 @@ SHORT = dict(source="sp500", n_values=900, window=20, test_size=60, hidden_size=
 
 
 @pytest.fixture(scope="module")
-def harness():
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    # no heartbeat thread to join after each flow (tests only: production keeps heartbeats)
-    with prefect_test_harness(server_startup_timeout=120), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
-@pytest.fixture(scope="module")
 def first_run(harness, seeded_cache):
     from flows.nightly import nightly
 

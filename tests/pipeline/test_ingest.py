@@ -1,7 +1,9 @@
 """Ingestion: validation errors name the source, line and problem; the cache; downloads over real HTTP."""
 import hashlib
 import http.server
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +106,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the client gave up first (the time-out test): nothing to report
+        super().handle_error(request, client_address)
+
+
 @pytest.fixture
 def http_server():
     _Handler.routes, _Handler.hits = {}, {}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = _Server(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", _Handler
@@ -123,6 +132,9 @@ def test_url_source_is_downloaded_and_parsed(http_server, tmp_path, monkeypatch)
     np.testing.assert_array_equal(s.values, [1.0, 2.5, 3.0])
 
 
+@pytest.mark.fault(fault="a download that fails twice (HTTP 503), then succeeds",
+                   did="retried with exponential backoff; the third attempt succeeded",
+                   kept="the cache replaced only by the complete, verified file")
 def test_transient_failures_are_retried_then_succeed(http_server, tmp_path):
     base, handler = http_server
     handler.routes["/flaky.csv"] = lambda n: (503, "text/plain", b"busy") if n < 3 else (200, "text/csv", GOOD)
@@ -130,6 +142,9 @@ def test_transient_failures_are_retried_then_succeed(http_server, tmp_path):
     assert dest.read_bytes() == GOOD and handler.hits["/flaky.csv"] == 3
 
 
+@pytest.mark.fault(fault="a download that keeps failing (HTTP 500)",
+                   did="3 attempts with backoff, then an error naming the URL and the last failure",
+                   kept="the previous cached file, byte for byte; no partial file")
 def test_persistent_failure_fails_clearly_and_leaves_the_cache_alone(http_server, tmp_path):
     base, handler = http_server
     handler.routes["/down.csv"] = lambda n: (500, "text/plain", b"oops")
@@ -141,6 +156,9 @@ def test_persistent_failure_fails_clearly_and_leaves_the_cache_alone(http_server
     assert [p.name for p in tmp_path.iterdir()] == ["down.csv"]  # no partial file left behind
 
 
+@pytest.mark.fault(fault="a download whose bytes differ from the pinned SHA-256; an HTML page instead of CSV",
+                   did="'checksum mismatch' / 'returned an HTML page' at once, no retry",
+                   kept="the previous cached file (written to a temporary file, renamed only when verified)")
 def test_checksum_mismatch_and_html_page_never_replace_the_cache(http_server, tmp_path):
     base, handler = http_server
     handler.routes["/changed.csv"] = lambda n: (200, "text/csv", GOOD + b"2020-01-04,9\n")
@@ -153,6 +171,25 @@ def test_checksum_mismatch_and_html_page_never_replace_the_cache(http_server, tm
         ingest.download(base + "/login", dest)
     assert dest.read_bytes() == GOOD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+@pytest.mark.fault(fault="a download that times out",
+                   did="each attempt abandoned after the timeout, retried, then an error saying it timed out",
+                   kept="the previous cached file; no partial file")
+def test_a_server_that_does_not_answer_times_out_and_is_retried(http_server, tmp_path):
+    base, handler = http_server
+
+    def slow(n):
+        time.sleep(1.5)
+        return 200, "text/csv", GOOD
+
+    handler.routes["/slow.csv"] = slow
+    dest = tmp_path / "slow.csv"
+    dest.write_bytes(b"ds,y\n2019-01-01,1\n")
+    with pytest.raises(DataError, match=r"download failed after 2 attempts: .*timed out"):
+        ingest.download(base + "/slow.csv", dest, timeout=0.3, retries=1, backoff=0.01)
+    assert handler.hits["/slow.csv"] == 2
+    assert dest.read_bytes() == b"ds,y\n2019-01-01,1\n" and [p.name for p in tmp_path.iterdir()] == ["slow.csv"]
 
 
 def test_not_found_is_not_retried(http_server, tmp_path):

@@ -96,8 +96,12 @@ def test_return_target_needs_positive_values():
 
 
 def test_too_short_series_names_the_requirement():
-    with pytest.raises(WindowingError, match=r"series too short: 50 values give 40 windows of 10 → 1.*need at least 52 values"):
+    # 40 test windows + 3 more (round(0.2 * 3) = 1 validation, 2 training): 53 values
+    with pytest.raises(WindowingError, match=r"series too short: 50 values give 40 windows of 10 → 1.*need at least 53 values"):
         make_windows(np.arange(50.0), window=10, test_size=40)
+    with pytest.raises(WindowingError, match="need at least 53 values"):
+        make_windows(np.arange(52.0), window=10, test_size=40)
+    make_windows(np.arange(53.0), window=10, test_size=40)
     with pytest.raises(WindowingError, match="series too short"):
         make_windows(np.arange(400.0), window=10, test_size=40, train_size=350)
 

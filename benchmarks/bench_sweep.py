@@ -1,0 +1,68 @@
+"""Sweep wall time: an 8-configuration sweep on a 2-worker Dask LocalCluster vs one after another.
+
+Runs ``python -m flows.sweep`` (model kinds rnn, gru, lstm, mlp × hidden sizes 8, 16 by default,
+on a short configuration of the S&P 500 data) --repeats times in each mode, alternating, and
+prints the median wall time of each and the speed-up. Sequential runs use ``--sequential``
+(Prefect's thread pool with one worker; the kernels' OpenMP loops may then use every core);
+Dask runs use ``--workers N`` (one single-threaded worker process per core: Dask's nanny sets
+OMP_NUM_THREADS=1). MLflow writes to a fresh sqlite store in a temporary directory.
+
+    python benchmarks/bench_sweep.py [--repeats 3] [--workers 2] [--epochs 30]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--grid", action="append", default=None,
+                   help="grid dimensions as for flows.sweep (default model=rnn,gru,lstm,mlp hidden_size=8,16)")
+    args = p.parse_args()
+    grid = args.grid or ["model=rnn,gru,lstm,mlp", "hidden_size=8,16"]
+    common = [a for g in grid for a in ("--grid", g)] + [
+        "--set", "n_values=2000", "--set", "window=30", "--set", "test_size=100", "--set", f"epochs={args.epochs}",
+        "--folds", "2", "--experiment", "bench-sweep"]
+    modes = {"sequential": ["--sequential"], f"dask, {args.workers} workers": ["--workers", str(args.workers)]}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
+        env.pop("PREFECT_API_URL", None)
+        for i in range(args.repeats):
+            for mode, flags in modes.items():
+                t0 = time.perf_counter()
+                out = subprocess.run([sys.executable, "-m", "flows.sweep", *common, *flags], cwd=ROOT, env=env,
+                                     capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                if out.returncode != 0:
+                    sys.exit(f"{mode} run {i + 1} failed:\n{out.stdout}\n{out.stderr}")
+                times[mode].append(wall)
+                print(f"run {i + 1} {mode:20s} {wall:6.1f} s", flush=True)
+    n_configs = 1
+    for g in grid:
+        n_configs *= len(g.split("=", 1)[1].split(","))
+    seq = statistics.median(times["sequential"])
+    print()
+    print(f"| mode | configurations × folds | runs | median wall s | speed-up |")
+    print("|---|---|---|---|---|")
+    for mode, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {mode} | {n_configs} × 2 | {len(ts)} | {med:.1f} | {seq / med:.2f}× |")
+    print(f"(machine: {os.cpu_count()} cores; {args.epochs} epochs, 2000 values, window 30, 2 folds of 100; "
+          "wall time includes the process start and Prefect's temporary server)")
+
+
+if __name__ == "__main__":
+    main()

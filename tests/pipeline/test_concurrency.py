@@ -1,0 +1,81 @@
+"""Concurrent runs on one MLflow store, and reruns of a night on unchanged data."""
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _register_and_promote(name: str, mae: float, barrier) -> str:
+    from mlflow import MlflowClient
+
+    from flows import tracking
+
+    c = MlflowClient(tracking.tracking_uri())
+    run = c.create_run(c.get_experiment_by_name("promote-race").experiment_id)
+    version = c.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version
+    barrier.wait()  # every process promotes at the same moment
+    return tracking.promote(name, str(version), mae)["status"]
+
+
+@pytest.mark.fault(fault="six runs promoting at the same moment on one MLflow store",
+                   did="each tagged its version pending, then moved the alias to the best of champion and pending "
+                       "versions until stable",
+                   kept="one champion: the lowest test MAE, as if the runs had finished one after another")
+def test_simultaneous_promotions_converge_on_the_best_version():
+    from mlflow import MlflowClient
+
+    from flows import tracking
+
+    c = MlflowClient(tracking.tracking_uri())
+    tracking.ensure_experiment(c, "promote-race")
+    c.create_registered_model("race-model")
+    maes = [9.7, 9.2, 9.9, 9.05, 9.4, 9.3]
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Manager().Barrier(len(maes))
+    with ctx.Pool(len(maes)) as pool:
+        statuses = pool.starmap(_register_and_promote, [("race-model", m, barrier) for m in maes])
+    champion = c.get_model_version_by_alias("race-model", "champion")
+    assert float(champion.tags["test_mae"]) == min(maes)
+    assert statuses.count("champion") == 1 and statuses[maes.index(min(maes))] == "champion"
+    assert all(v.tags["role"] in ("champion", "challenger") for v in c.search_model_versions("name = 'race-model'"))
+
+
+ARGS = ["--source", "sp500", "--n-values", "900", "--window", "20", "--test-size", "60", "--hidden-size", "6",
+        "--epochs", "8", "--experiment", "concurrent", "--model-name", "concurrent-model"]
+
+
+def _cli(*extra):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    return subprocess.Popen([sys.executable, "-m", "flows.nightly", *ARGS, *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.flow
+@pytest.mark.fault(fault="two pipeline runs started at once against one MLflow store",
+                   did="both finished and registered a version each",
+                   kept="the champion alias on the better of the two; then a rerun on unchanged data registered "
+                        "nothing (same data checksum and parameters)")
+def test_two_runs_at_once_then_a_rerun_of_the_night(seeded_cache):
+    from mlflow import MlflowClient
+
+    a, b = _cli("--seed", "1"), _cli("--seed", "2", "--lr", "0.003")
+    outs = [p.communicate(timeout=600)[0] for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0, "\n".join(outs)
+
+    c = MlflowClient()
+    versions = c.search_model_versions("name = 'concurrent-model'")
+    assert len(versions) == 2
+    best = min(versions, key=lambda v: float(v.tags["test_mae"]))
+    assert c.get_model_version_by_alias("concurrent-model", "champion").version == best.version
+
+    rerun = _cli("--seed", "1")
+    out = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, out
+    assert "unchanged: concurrent-model v" in out
+    assert len(c.search_model_versions("name = 'concurrent-model'")) == 2
+    assert c.get_model_version_by_alias("concurrent-model", "champion").version == best.version
