@@ -403,3 +403,26 @@ def test_summarize():
         summarize([])
     with pytest.raises(ValueError, match="values has a non-finite value"):
         summarize([1.0, float("inf")])
+
+
+# Published worked examples: the test cases and README example of the pure-Python `dieboldmariano`
+# package (E. Annunziata, https://github.com/edoannunziata/dieboldmariano), which implements the same
+# test (HLN correction, Student t with n − 1 degrees of freedom). Numbers only; our code is independent.
+_P1 = [0.3675225224615024, 0.5450608127223211, 0.22044990720021074, 0.8688743471040006, 0.6072512228948467,
+       0.8582283746501538, 0.41662295816718187, 0.3812100211114714, 0.7185133356116706, 0.30827323290318875,
+       0.4297093624074402, 0.8615974488577858, 0.7240514514808826, 0.3450839595261038, 0.19675301374013598]
+_P2 = [0.12794132529988733, 0.3679643204341153, 0.768715420996091, 0.09972248964114683, 0.27197653636654284,
+       0.28797629010039505, 0.9160213458582482, 0.6112628048698798, 0.5452873235576241, 0.06785907231746158,
+       0.6072666485541124, 0.6241575753989782, 0.39998026828867217, 0.19895665605941748, 0.8094941215215619]
+
+
+@pytest.mark.parametrize("e_model,e_bench,kwargs,statistic,p_value,tol", [
+    ([0, 1, 2, 3, 4, 5], [0, 2, 3, 3, 5, 6], {}, -2.4905, 0.05513, 5e-5),                 # squared loss, h = 1
+    (_P1, _P2, {"h": 3, "power": 1, "alternative": "less"}, 1.2109, 0.877, 5e-5),        # absolute loss, h = 3
+    ([1, 1, -1, 2, 3], [3, 6, -6, 0, 9], {"alternative": "less"}, -2.2229922805746782, 0.04515565862099125, 1e-12),
+])
+def test_diebold_mariano_matches_published_examples(e_model, e_bench, kwargs, statistic, p_value, tol):
+    """The published values are given to 4-5 digits (the README example to full precision)."""
+    out = diebold_mariano(np.array(e_model, float), np.array(e_bench, float), **kwargs)
+    assert out["statistic"] == pytest.approx(statistic, abs=tol)
+    assert out["p_value"] == pytest.approx(p_value, abs=tol)

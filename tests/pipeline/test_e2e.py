@@ -126,7 +126,14 @@ def _run_deployment(api_url: str):
                 assert time.monotonic() < deadline, f"flow run still {flow_run.state} after 600 s"
                 time.sleep(2)
             runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
-            task_runs = client.read_task_runs(flow_run_filter=runs_filter)
+            # task-run states reach the API through events, processed asynchronously: wait for them
+            deadline = time.monotonic() + 60
+            while True:
+                task_runs = client.read_task_runs(flow_run_filter=runs_filter)
+                if (len(task_runs) == len(STAGES) and all(t.state and t.state.is_final() for t in task_runs)) \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["nightly-report"])),
                                               flow_run_filter=runs_filter)
     assert len(artifacts) == 1, artifacts

@@ -1,4 +1,6 @@
 """The whole nightly flow on a short configuration, under a Prefect test harness, with a real MLflow store."""
+import time
+
 import numpy as np
 import pytest
 
@@ -20,12 +22,22 @@ def first_run(harness, seeded_cache):
 def test_flow_runs_the_five_stages(first_run):
     from prefect import get_client
 
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(first_run.state_details.flow_run_id)
-        task_runs = client.read_task_runs()
-    names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs if tr.flow_run_id == flow_run.id)
+        only_this = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        # task-run states reach the API through events, processed asynchronously: wait for them
+        deadline = time.monotonic() + 60
+        while True:
+            task_runs = client.read_task_runs(flow_run_filter=only_this)
+            if (len(task_runs) == 5 and all(tr.state and tr.state.is_final() for tr in task_runs)) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs)
     assert names == ["evaluate_model", "load_series", "make_windows", "train_model", "write_report"]
-    assert all(tr.state.is_completed() for tr in task_runs if tr.flow_run_id == flow_run.id)
+    assert all(tr.state.is_completed() for tr in task_runs)
 
 
 def test_mlflow_run_has_params_epoch_metrics_final_metrics_tags_and_figures(first_run):
