@@ -3,7 +3,8 @@
 Runs the CLI several times on the `notebook` preset with few epochs (the overhead does not
 depend on the number of epochs: ingestion, windowing, both evaluation modes, figures, MLflow
 logging, model registration, the Prefect report and the process start itself) and prints the
-median. By default the flow runs against Prefect's temporary local server, started by the
+median. Each run has its own seed (a rerun of identical parameters on unchanged data would train
+nothing: see README, Reliability). By default the flow runs against Prefect's temporary local server, started by the
 process as it would be for `python -m flows.nightly`; with PREFECT_API_URL set, against that
 server. MLflow uses a fresh sqlite store in a temporary directory.
 
@@ -39,7 +40,7 @@ def main() -> None:
         for i in range(args.repeats):
             t0 = time.perf_counter()
             out = subprocess.run([sys.executable, "-m", "flows.nightly", "--preset", args.preset, "--model", args.model,
-                                  "--epochs", str(args.epochs), "--experiment", "bench"],
+                                  "--epochs", str(args.epochs), "--experiment", "bench", "--seed", str(i)],
                                  cwd=ROOT, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
             if out.returncode != 0:
