@@ -88,7 +88,7 @@ def dask_runner(address: str | None = None, n_workers: int | None = None) -> Das
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_kwargs={
         "n_workers": n_workers or os.cpu_count() or 1, "threads_per_worker": 1, "processes": True,
-        "host": "127.0.0.1", "dashboard_address": None})
+        "host": "127.0.0.1", "dashboard_address": None, "preload": ["flows._dask_worker"]})
 
 
 # ----------------------------------------------------------------------------------------------
