@@ -105,3 +105,28 @@ def test_a_random_model_on_levels_does_not_look_like_naive():
     w = make_windows(values, 10, test_size=30, target="level")
     out = ev.evaluate(RecurrentForecaster("rnn", 4, dtype=np.float32, rng=0), w)
     assert out["model"]["mase"] > 2
+
+
+class _Payload:
+    """Unpickling this object would create a file: the proof that a pickle ran."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.fault(fault="a model directory whose weights.npz holds a pickled object",
+                   did="refused to load it: 'Object arrays cannot be loaded when allow_pickle=False'",
+                   kept="no code from the file ran (no pickle is ever loaded: weights .npz + JSON config)")
+def test_a_model_file_with_a_pickle_is_refused_and_runs_nothing(trained, tmp_path):
+    cfg, w, result = trained
+    model_dir = save_forecaster(result.model, w, tmp_path / "model")
+    marker = tmp_path / "pickle-ran"
+    weights = dict(np.load(model_dir / "weights.npz"))
+    weights["evil"] = np.array([_Payload(str(marker))], dtype=object)
+    np.savez(model_dir / "weights.npz", **weights)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        load_forecaster(model_dir)
+    assert not marker.exists()
