@@ -43,12 +43,14 @@ NN_INLINE void FN(store_tile)(REAL *dst, ptrdiff_t sb, ptrdiff_t sf, int F, int 
         for (int f = 0; f < F; f++) dst[b * sb + f * sf] = src[f * TILE + b];
 }
 
-/* mb (<= 4) rows of out = init + bias + W @ in, W rows of length K with stride ldw. */
+/* mb (<= 6) rows of out = init + bias + W @ in, W rows of length K with stride ldw. With
+ * mb = 6 and NV = 2: 12 independent accumulator chains (the FMA latency of 4 cycles times 2
+ * FMA pipes needs >= 8) and 8 loads (2 state vectors, 6 weight broadcasts) per 12 FMAs. */
 NN_INLINE void FN(mv_block)(const int mb, int K, const REAL *NN_RESTRICT W, ptrdiff_t ldw,
                             const V *in, const V *init, const REAL *bias, V *out)
 {
-    V acc[4][NV];
-    const REAL *w[4];
+    V acc[6][NV];
+    const REAL *w[6];
     for (int r = 0; r < mb; r++) {
         w[r] = W + r * ldw;
         for (int v = 0; v < NV; v++) {
@@ -57,12 +59,15 @@ NN_INLINE void FN(mv_block)(const int mb, int K, const REAL *NN_RESTRICT W, ptrd
             acc[r][v] = a;
         }
     }
-    for (int k = 0; k < K; k++, in += NV)
+    for (int k = 0; k < K; k++, in += NV) {
+        V h[NV];
         for (int v = 0; v < NV; v++) {
-            V h = in[v];
-            NN_REG(h); /* one load, not one memory operand per FMA: the load ports are the limit */
-            for (int r = 0; r < mb; r++) acc[r][v] += w[r][k] * h;
+            h[v] = in[v];
+            NN_REG(h[v]); /* one load, not one memory operand per FMA: the load ports are the limit */
         }
+        for (int r = 0; r < mb; r++)
+            for (int v = 0; v < NV; v++) acc[r][v] += w[r][k] * h[v];
+    }
     for (int r = 0; r < mb; r++)
         for (int v = 0; v < NV; v++) out[r * NV + v] = acc[r][v];
 }
@@ -73,12 +78,22 @@ static void FN(matvec)(int M, int K, const REAL *W, int ldw, const V *in, const 
                        const REAL *bias, V *out)
 {
     int m = 0;
-    for (; m + 4 <= M; m += 4)
-        FN(mv_block)(4, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
+    for (; m + 6 <= M; m += 6)
+        FN(mv_block)(6, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
                      bias ? bias + m : NULL, out + m * NV);
-    for (; m < M; m++)
-        FN(mv_block)(1, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
-                     bias ? bias + m : NULL, out + m * NV);
+    const int rem = M - m;
+    const REAL *Wm = W + (ptrdiff_t)m * ldw;
+    const V *im = init ? init + m * NV : NULL;
+    const REAL *bm = bias ? bias + m : NULL;
+    V *om = out + m * NV;
+    switch (rem) { /* constant block heights, so the accumulators stay in registers */
+    case 5: FN(mv_block)(5, K, Wm, ldw, in, im, bm, om); break;
+    case 4: FN(mv_block)(4, K, Wm, ldw, in, im, bm, om); break;
+    case 3: FN(mv_block)(3, K, Wm, ldw, in, im, bm, om); break;
+    case 2: FN(mv_block)(2, K, Wm, ldw, in, im, bm, om); break;
+    case 1: FN(mv_block)(1, K, Wm, ldw, in, im, bm, om); break;
+    default: break;
+    }
 }
 
 /* mb x nc block of C += sum_s A_s B_sᵀ, contracting over steps s and the tile rows. */
@@ -126,6 +141,71 @@ static void FN(gemm_tn)(int M, int N, int S, const V *A, ptrdiff_t sa, const V *
         for (; n < N; n++)
             FN(gemm_block)(1, 1, S, A + m * NV, sa, B + n * NV, sb, C + (ptrdiff_t)m * ldc + n, ldc);
     }
+}
+
+/* mb x nc block of the vector accumulators Cv (ldc vectors per row) += sum_s A_s B_sᵀ, lane by
+ * lane (the lanes are summed only by acc_flush). With mb = 4, nc = 3: 12 accumulator chains
+ * and 7 loads per 12 FMAs. */
+NN_INLINE void FN(gacc_block)(const int mb, const int nc, int S, const V *A, ptrdiff_t sa,
+                              const V *B, ptrdiff_t sb, V *Cv, int ldc)
+{
+    V acc[4][3];
+    for (int r = 0; r < mb; r++)
+        for (int c = 0; c < nc; c++) acc[r][c] = Cv[r * ldc + c];
+    /* the vectors of a tile row outer, the steps inner (a plain strided loop: with the vectors
+     * inner, GCC unrolls them and the loads of both halves spill the accumulators) */
+    for (int v = 0; v < NV; v++) {
+        const V *a = A + v, *b = B + v;
+        for (int s = 0; s < S; s++, a += sa, b += sb) {
+            V bv[3];
+            for (int c = 0; c < nc; c++) {
+                bv[c] = b[c * NV];
+                NN_REG(bv[c]);
+            }
+            for (int r = 0; r < mb; r++) {
+                V av = a[r * NV];
+                NN_REG(av);
+                for (int c = 0; c < nc; c++) acc[r][c] += av * bv[c];
+            }
+        }
+    }
+    for (int r = 0; r < mb; r++)
+        for (int c = 0; c < nc; c++) Cv[r * ldc + c] = acc[r][c];
+}
+
+NN_INLINE void FN(gacc_row)(const int mb, int N, int S, const V *A, ptrdiff_t sa, const V *B,
+                            ptrdiff_t sb, V *Cv, int ldc)
+{
+    int n = 0;
+    for (; n + 3 <= N; n += 3) FN(gacc_block)(mb, 3, S, A, sa, B + n * NV, sb, Cv + n, ldc);
+    if (N - n == 2) FN(gacc_block)(mb, 2, S, A, sa, B + n * NV, sb, Cv + n, ldc);
+    else if (N - n == 1) FN(gacc_block)(mb, 1, S, A, sa, B + n * NV, sb, Cv + n, ldc);
+}
+
+/* Cv (M, N vectors) += sum over s < S of A_s (M, TILE) @ B_s (N, TILE)ᵀ, lane by lane, where
+ * A_s = A + s * sa and B_s = B + s * sb (strides in vectors): a weight gradient over a chunk of
+ * time steps, kept as vectors until acc_flush (one horizontal sum per tile, not per chunk). */
+static void FN(gemm_acc)(int M, int N, int S, const V *A, ptrdiff_t sa, const V *B, ptrdiff_t sb,
+                         V *Cv)
+{
+    int m = 0;
+    for (; m + 4 <= M; m += 4) FN(gacc_row)(4, N, S, A + m * NV, sa, B, sb, Cv + (ptrdiff_t)m * N, N);
+    switch (M - m) {
+    case 3: FN(gacc_row)(3, N, S, A + m * NV, sa, B, sb, Cv + (ptrdiff_t)m * N, N); break;
+    case 2: FN(gacc_row)(2, N, S, A + m * NV, sa, B, sb, Cv + (ptrdiff_t)m * N, N); break;
+    case 1: FN(gacc_row)(1, N, S, A + m * NV, sa, B, sb, Cv + (ptrdiff_t)m * N, N); break;
+    default: break;
+    }
+}
+
+/* C (M, N) += the lane sums of Cv (M, N vectors); Cv = 0. */
+static void FN(acc_flush)(int M, int N, V *Cv, REAL *C, int ldc)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            C[(ptrdiff_t)m * ldc + n] += FN(hsum)(Cv[(ptrdiff_t)m * N + n]);
+            Cv[(ptrdiff_t)m * N + n] = (V){0};
+        }
 }
 
 /* out (M,) += sum over s < S and the tile rows of A_s (M, TILE): a bias gradient. */
@@ -221,7 +301,7 @@ static void FN(rnn_fwd_tile)(int T, int I, int H, int nb,
 
 static inline ptrdiff_t FN(rnn_bwd_work)(int I, int H)
 {
-    return (ptrdiff_t)TILE * (H + I + CH * H);
+    return (ptrdiff_t)TILE * (H + I + CH * H) + (ptrdiff_t)VL * H * (H + I);
 }
 
 /* Backward over all T steps of one tile. hbuf: the T + 1 slots of the forward; dh: (H, TILE)
@@ -238,8 +318,10 @@ static void FN(rnn_bwd_tile)(int T, int I, int H, int nb,
     const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV;
     V *dhx = (V *)work;                 /* (H + I, TILE): [dh_{t-1}; dx_t] */
     V *da = dhx + slot;                 /* (CH, H, TILE) */
+    V *gv = da + CH * hsz;              /* (H, H + I) vectors: [dW_hh | dW_ih] by lane */
     V *dh = (V *)dh_;
     for (ptrdiff_t e = 0; e < hsz; e++) dhx[e] = dh[e];
+    for (ptrdiff_t e = 0; e < (ptrdiff_t)H * (H + I); e++) gv[e] = (V){0};
     for (int hi = T; hi > 0; hi -= CH) {
         const int lo = hi > CH ? hi - CH : 0;
         for (int t = hi - 1; t >= lo; t--) {
@@ -253,9 +335,10 @@ static void FN(rnn_bwd_tile)(int T, int I, int H, int nb,
             if (dx) FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dhx + hsz);
         }
         /* [dW_hh | dW_ih] += da_t [h_{t-1}; x_t]ᵀ and db += da_t over the chunk */
-        FN(gemm_tn)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, dW_cat, H + I);
+        FN(gemm_acc)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, gv);
         FN(colsum)(H, hi - lo, da, hsz, db);
     }
+    FN(acc_flush)(H, H + I, gv, dW_cat, H + I);
     for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
 }
 
