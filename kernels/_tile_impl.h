@@ -463,7 +463,7 @@ static inline ptrdiff_t FN(gru_tilebuf)(int T, int I, int H)
 
 static inline ptrdiff_t FN(gru_work)(int I, int H, int O)
 {
-    return (ptrdiff_t)TILE * (H + 6 * CH * H + I + O + 6 * H);
+    return (ptrdiff_t)TILE * (H + 6 * CH * H + I + O + 6 * H) + (ptrdiff_t)VL * 3 * H * (H + I);
 }
 
 /* Forward of one tile into buf (gru_tilebuf); gtmp is (6H, TILE) scratch. out/hT may be NULL. */
@@ -507,12 +507,15 @@ static void FN(gru_forward_tile)(int T, int I, int H, int nb,
 static void FN(gru_bwd_tile)(int T, int I, int H, int nb,
                              const REAL *dout, ptrdiff_t dsb, ptrdiff_t dst, ptrdiff_t dsj,
                              const REAL *W_ih_T, const REAL *W_hh_T, const REAL *buf, V *dh,
-                             REAL *work, REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst, ptrdiff_t dxsi,
-                             REAL *dW_ih, REAL *dW_hh, REAL *db_ih, REAL *db_hh)
+                             REAL *work, V *gv, REAL *dx, ptrdiff_t dxsb, ptrdiff_t dxst,
+                             ptrdiff_t dxsi, REAL *dW_ih, REAL *dW_hh, REAL *db_ih, REAL *db_hh)
 {
     const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV, g3 = 3 * hsz;
     const V *hb = (const V *)buf, *rec = hb + (T + 1) * slot;
     V *dgi = (V *)work, *dgh = dgi + CH * g3, *dxt = dgh + CH * g3;
+    /* gv: [dW_hh (3H, H) | dW_ih (3H, I)] as lane-wise vector sums, flushed at the end */
+    V *gv_hh = gv, *gv_ih = gv + (ptrdiff_t)3 * H * H;
+    for (ptrdiff_t e = 0; e < (ptrdiff_t)3 * H * (H + I); e++) gv[e] = (V){0};
     for (int hi = T; hi > 0; hi -= CH) {
         const int lo = hi > CH ? hi - CH : 0;
         for (int t = hi - 1; t >= lo; t--) {
@@ -536,11 +539,13 @@ static void FN(gru_bwd_tile)(int T, int I, int H, int nb,
                 FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dxt);
             }
         }
-        FN(gemm_tn)(3 * H, H, hi - lo, dgh, g3, hb + lo * slot, slot, dW_hh, H);
-        FN(gemm_tn)(3 * H, I, hi - lo, dgi, g3, hb + lo * slot + hsz, slot, dW_ih, I);
+        FN(gemm_acc)(3 * H, H, hi - lo, dgh, g3, hb + lo * slot, slot, gv_hh);
+        FN(gemm_acc)(3 * H, I, hi - lo, dgi, g3, hb + lo * slot + hsz, slot, gv_ih);
         FN(colsum)(3 * H, hi - lo, dgi, g3, db_ih);
         FN(colsum)(3 * H, hi - lo, dgh, g3, db_hh);
     }
+    FN(acc_flush)(3 * H, H, gv_hh, dW_hh, H);
+    FN(acc_flush)(3 * H, I, gv_ih, dW_ih, I);
 }
 
 static void FN(gru_backward_tile)(int T, int I, int H, int nb,
@@ -556,8 +561,10 @@ static void FN(gru_backward_tile)(int T, int I, int H, int nb,
         FN(load_tile)(dh, H, nb, dhT, dhsb, dhsj);
     else
         for (ptrdiff_t e = 0; e < (ptrdiff_t)H * NV; e++) dh[e] = (V){0};
-    FN(gru_bwd_tile)(T, I, H, nb, dout, dsb, dst, dsj, W_ih_T, W_hh_T, buf, dh,
-                     work + (ptrdiff_t)H * TILE, dx, dxsb, dxst, dxsi, dW_ih, dW_hh, db_ih, db_hh);
+    REAL *bw = work + (ptrdiff_t)H * TILE;
+    FN(gru_bwd_tile)(T, I, H, nb, dout, dsb, dst, dsj, W_ih_T, W_hh_T, buf, dh, bw,
+                     (V *)(bw + (ptrdiff_t)TILE * (6 * CH * H + I)), dx, dxsb, dxst, dxsi,
+                     dW_ih, dW_hh, db_ih, db_hh);
     FN(store_tile)(dh0, dh0sb, 1, H, nb, dh);
 }
 
@@ -580,7 +587,8 @@ static double FN(gru_train_tile)(int T, int I, int H, int O, int nb,
     double loss = FN(mse_head_tile)(H, O, nb, buf + T * slot, y, ysb, yso, W_out, W_out_T, b_out,
                                     scale, yh, dh, dW_out, db_out);
     FN(gru_bwd_tile)(T, I, H, nb, NULL, 0, 0, 0, W_ih_T, W_hh_T, buf, (V *)dh, work,
-                     NULL, 0, 0, 0, dW_ih, dW_hh, db_ih, db_hh);
+                     (V *)(gtmp + (ptrdiff_t)6 * H * TILE), NULL, 0, 0, 0,
+                     dW_ih, dW_hh, db_ih, db_hh);
     FN(store_tile)(dh0, dh0sb, 1, H, nb, (const V *)dh);
     return loss;
 }
@@ -596,7 +604,7 @@ static inline ptrdiff_t FN(lstm_tilebuf)(int T, int I, int H)
 
 static inline ptrdiff_t FN(lstm_work)(int I, int H, int O)
 {
-    return (ptrdiff_t)TILE * (3 * H + I + 4 * CH * H + O);
+    return (ptrdiff_t)TILE * (3 * H + I + 4 * CH * H + O) + (ptrdiff_t)VL * 4 * H * (H + I);
 }
 
 static void FN(lstm_forward_tile)(int T, int I, int H, int nb,
@@ -646,6 +654,8 @@ static void FN(lstm_bwd_tile)(int T, int I, int H, int nb,
     const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV, g4 = 4 * hsz;
     const V *hb = (const V *)buf, *cb = hb + (T + 1) * slot, *rec = cb + (T + 1) * hsz;
     V *dhx = (V *)work, *da = dhx + slot;
+    V *gv = da + CH * g4; /* dW_cat (4H, H + I) as lane-wise vector sums, flushed at the end */
+    for (ptrdiff_t e = 0; e < (ptrdiff_t)4 * H * (H + I); e++) gv[e] = (V){0};
     for (ptrdiff_t e = 0; e < hsz; e++) dhx[e] = dh[e];
     for (int hi = T; hi > 0; hi -= CH) {
         const int lo = hi > CH ? hi - CH : 0;
@@ -667,9 +677,10 @@ static void FN(lstm_bwd_tile)(int T, int I, int H, int nb,
             FN(matvec)(dx ? H + I : H, 4 * H, W_cat_T, 4 * H, a, NULL, NULL, dhx);
             if (dx) FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dhx + hsz);
         }
-        FN(gemm_tn)(4 * H, H + I, hi - lo, da, g4, hb + lo * slot, slot, dW_cat, H + I);
+        FN(gemm_acc)(4 * H, H + I, hi - lo, da, g4, hb + lo * slot, slot, gv);
         FN(colsum)(4 * H, hi - lo, da, g4, db);
     }
+    FN(acc_flush)(4 * H, H + I, gv, dW_cat, H + I);
     for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
 }
 
