@@ -103,8 +103,7 @@ typedef long long nn_vdi __attribute__((vector_size(NN_VBYTES)));
 
 NN_INLINE nn_vd nn_exp_vd(nn_vd y)
 {
-    y = NN_BLEND(nn_vd, nn_vdi, y > 709.0, (nn_vd){0} + 709.0, y);
-    y = NN_BLEND(nn_vd, nn_vdi, y < -708.0, (nn_vd){0} - 708.0, y);
+    y = NN_MAX_VD(NN_MIN_VD(y, (nn_vd){0} + 709.0), (nn_vd){0} - 708.0);
     const double magic = 6755399441055744.0;                          /* 1.5 * 2^52 */
     const nn_vd t = y * 1.4426950408889634 + magic;
     const nn_vd kf = t - magic;
@@ -122,8 +121,7 @@ NN_INLINE nn_vd nn_exp_vd(nn_vd y)
 
 NN_INLINE nn_vf nn_exp_vf(nn_vf y)
 {
-    y = NN_BLEND(nn_vf, nn_vfi, y > 88.0f, (nn_vf){0} + 88.0f, y);
-    y = NN_BLEND(nn_vf, nn_vfi, y < -87.0f, (nn_vf){0} - 87.0f, y);
+    y = NN_MAX_VF(NN_MIN_VF(y, (nn_vf){0} + 88.0f), (nn_vf){0} - 87.0f);
     const float magic = 12582912.0f;                                     /* 1.5 * 2^23 */
     const nn_vf t = y * 1.44269504f + magic;
     const nn_vf kf = t - magic;
@@ -178,7 +176,7 @@ NN_INLINE nn_vf nn_tanh_vf(nn_vf x)
     nn_vf P = -5.70498872745E-3f * z + 2.06390887954E-2f;
     P = P * z - 5.37397155531E-2f; P = P * z + 1.33314422036E-1f; P = P * z - 3.33332819422E-1f;
     nn_vf y = ax + ax;
-    y = NN_BLEND(nn_vf, nn_vfi, y > 20.0f, (nn_vf){0} + 20.0f, y);  /* tanh(10) == 1 in float */
+    y = NN_MIN_VF(y, (nn_vf){0} + 20.0f);  /* tanh(10) == 1 in float */
     const nn_vf big = (nn_vf)((nn_vfi)(1.0f - 2.0f / (nn_exp_vf(y) + 1.0f)) | sgn);
     return NN_BLEND(nn_vf, nn_vfi, small, (nn_vf)((nn_vfi)(x + x * z * P) | sgn), big);
 }
