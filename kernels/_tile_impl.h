@@ -43,11 +43,12 @@ NN_INLINE void FN(store_tile)(REAL *dst, ptrdiff_t sb, ptrdiff_t sf, int F, int 
         for (int f = 0; f < F; f++) dst[b * sb + f * sf] = src[f * TILE + b];
 }
 
-/* mb (<= 6) rows of out = init + bias + W @ in, W rows of length K with stride ldw. With
+/* mb (<= 6) rows of out = init + bias + W @ in, W rows of length K with stride ldw, times
+ * (1 - dsc²) row by row if dsc is not NULL (tanh' from the saved output). With
  * mb = 6 and NV = 2: 12 independent accumulator chains (the FMA latency of 4 cycles times 2
  * FMA pipes needs >= 8) and 8 loads (2 state vectors, 6 weight broadcasts) per 12 FMAs. */
 NN_INLINE void FN(mv_block)(const int mb, int K, const REAL *NN_RESTRICT W, ptrdiff_t ldw,
-                            const V *in, const V *init, const REAL *bias, V *out)
+                            const V *in, const V *init, const REAL *bias, const V *dsc, V *out)
 {
     V acc[6][NV];
     const REAL *w[6];
@@ -69,7 +70,34 @@ NN_INLINE void FN(mv_block)(const int mb, int K, const REAL *NN_RESTRICT W, ptrd
             for (int v = 0; v < NV; v++) acc[r][v] += w[r][k] * h[v];
     }
     for (int r = 0; r < mb; r++)
-        for (int v = 0; v < NV; v++) out[r * NV + v] = acc[r][v];
+        for (int v = 0; v < NV; v++) {
+            V a = acc[r][v];
+            if (dsc) a *= (REAL)1 - dsc[r * NV + v] * dsc[r * NV + v];
+            out[r * NV + v] = a;
+        }
+}
+
+NN_INLINE void FN(matvec_gen)(int M, int K, const REAL *W, int ldw, const V *in, const V *init,
+                              const REAL *bias, const V *dsc, V *out)
+{
+    int m = 0;
+    for (; m + 6 <= M; m += 6)
+        FN(mv_block)(6, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
+                     bias ? bias + m : NULL, dsc ? dsc + m * NV : NULL, out + m * NV);
+    const int rem = M - m;
+    const REAL *Wm = W + (ptrdiff_t)m * ldw;
+    const V *im = init ? init + m * NV : NULL;
+    const REAL *bm = bias ? bias + m : NULL;
+    const V *sm = dsc ? dsc + m * NV : NULL;
+    V *om = out + m * NV;
+    switch (rem) { /* constant block heights, so the accumulators stay in registers */
+    case 5: FN(mv_block)(5, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 4: FN(mv_block)(4, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 3: FN(mv_block)(3, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 2: FN(mv_block)(2, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 1: FN(mv_block)(1, K, Wm, ldw, in, im, bm, sm, om); break;
+    default: break;
+    }
 }
 
 /* out (M, TILE) = init + bias + W (M, K) @ in (K, TILE); init and bias may be NULL, init may
@@ -77,23 +105,15 @@ NN_INLINE void FN(mv_block)(const int mb, int K, const REAL *NN_RESTRICT W, ptrd
 static void FN(matvec)(int M, int K, const REAL *W, int ldw, const V *in, const V *init,
                        const REAL *bias, V *out)
 {
-    int m = 0;
-    for (; m + 6 <= M; m += 6)
-        FN(mv_block)(6, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
-                     bias ? bias + m : NULL, out + m * NV);
-    const int rem = M - m;
-    const REAL *Wm = W + (ptrdiff_t)m * ldw;
-    const V *im = init ? init + m * NV : NULL;
-    const REAL *bm = bias ? bias + m : NULL;
-    V *om = out + m * NV;
-    switch (rem) { /* constant block heights, so the accumulators stay in registers */
-    case 5: FN(mv_block)(5, K, Wm, ldw, in, im, bm, om); break;
-    case 4: FN(mv_block)(4, K, Wm, ldw, in, im, bm, om); break;
-    case 3: FN(mv_block)(3, K, Wm, ldw, in, im, bm, om); break;
-    case 2: FN(mv_block)(2, K, Wm, ldw, in, im, bm, om); break;
-    case 1: FN(mv_block)(1, K, Wm, ldw, in, im, bm, om); break;
-    default: break;
-    }
+    FN(matvec_gen)(M, K, W, ldw, in, init, bias, NULL, out);
+}
+
+/* out (M, TILE) = (W (M, K) @ in (K, TILE)) * (1 - hs²), hs (M, TILE): a product of the
+ * backward with the tanh derivative of the step before applied on the way out. */
+static void FN(matvec_dtanh)(int M, int K, const REAL *W, int ldw, const V *in, const V *hs,
+                             V *out)
+{
+    FN(matvec_gen)(M, K, W, ldw, in, NULL, NULL, hs, out);
 }
 
 /* mb x nc block of C += sum_s A_s B_sᵀ, contracting over steps s and the tile rows. */
@@ -301,7 +321,7 @@ static void FN(rnn_fwd_tile)(int T, int I, int H, int nb,
 
 static inline ptrdiff_t FN(rnn_bwd_work)(int I, int H)
 {
-    return (ptrdiff_t)TILE * (H + I + CH * H) + (ptrdiff_t)VL * H * (H + I);
+    return (ptrdiff_t)TILE * (H + I + CH * H + H) + (ptrdiff_t)VL * H * (H + I);
 }
 
 /* Backward over all T steps of one tile. hbuf: the T + 1 slots of the forward; dh: (H, TILE)
@@ -322,6 +342,33 @@ static void FN(rnn_bwd_tile)(int T, int I, int H, int nb,
     V *dh = (V *)dh_;
     for (ptrdiff_t e = 0; e < hsz; e++) dhx[e] = dh[e];
     for (ptrdiff_t e = 0; e < (ptrdiff_t)H * (H + I); e++) gv[e] = (V){0};
+    if (!dout && !dx) {
+        /* No dout to add, no dx: each step's product takes the tanh derivative of the step
+         * before on the way out, da_{t-1} = (W_hhᵀ da_t) (1 - h_{t-1}²), and writes da_{t-1}
+         * straight into the chunk (dnext when it belongs to the next chunk, whose steps
+         * overwrite this chunk's da only after its weight-gradient products). */
+        V *dnext = gv + (ptrdiff_t)H * (H + I);
+        const V *h = hbuf + T * slot;
+        for (ptrdiff_t e = 0; e < hsz; e++) dnext[e] = dhx[e] * ((REAL)1 - h[e] * h[e]);
+        for (int hi = T; hi > 0; hi -= CH) {
+            const int lo = hi > CH ? hi - CH : 0;
+            V *top = da + (hi - 1 - lo) * hsz;
+            for (ptrdiff_t e = 0; e < hsz; e++) top[e] = dnext[e];
+            for (int t = hi - 1; t >= lo; t--) {
+                const V *dac = da + (t - lo) * hsz;
+                if (t == 0)
+                    FN(matvec)(H, H, W_cat_T, H, dac, NULL, NULL, dhx);   /* dh0 */
+                else
+                    FN(matvec_dtanh)(H, H, W_cat_T, H, dac, hbuf + t * slot,
+                                     t > lo ? da + (t - 1 - lo) * hsz : dnext);
+            }
+            FN(gemm_acc)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, gv);
+            FN(colsum)(H, hi - lo, da, hsz, db);
+        }
+        FN(acc_flush)(H, H + I, gv, dW_cat, H + I);
+        for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
+        return;
+    }
     for (int hi = T; hi > 0; hi -= CH) {
         const int lo = hi > CH ? hi - CH : 0;
         for (int t = hi - 1; t >= lo; t--) {
