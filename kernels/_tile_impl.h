@@ -267,6 +267,12 @@ NN_INLINE void FN(tanh_inplace)(V *x, int n)
 /* the tanh RNN's activation (float: the fast rational tanh) */
 NN_INLINE void FN(tanh_rnn_inplace)(V *x, int n)
 {
+#ifdef VTANH_P1
+    /* two passes: each has a short dependency chain, so more vectors are in flight */
+    for (int e = 0; e < n; e++) x[e] = VTANH_P1(x[e]);
+    for (int e = 0; e < n; e++) x[e] = VTANH_P2(x[e]);
+    return;
+#endif
     int e = 0;
     for (; e + 2 <= n; e += 2) {
         V a = VTANH_RNN(x[e]), b = VTANH_RNN(x[e + 1]);
