@@ -200,6 +200,7 @@ NN_INLINE nn_vf nn_tanh_fast_vf(nn_vf x)
 {
     const nn_vf lim = (nn_vf){0} + 7.90531110763549805f;
     x = NN_MIN_VF(NN_MAX_VF(x, -lim), lim);
+#if defined(__FMA__)
     /* Estrin's scheme: the time loop has little else to overlap with this chain, so its
      * latency (not its operation count) sets the cost */
     const nn_vf z = x * x, z2 = z * z, z4 = z2 * z2;
@@ -209,6 +210,17 @@ NN_INLINE nn_vf nn_tanh_fast_vf(nn_vf x)
     const nn_vf p = x * ((p01 + z2 * p23) + z4 * (p45 - 2.76076847742355e-16f * z2));
     const nn_vf q = (4.89352518554385e-03f + 2.26843463243900e-03f * z)
                     + z2 * (1.18534705686654e-04f + 1.19825839466702e-06f * z);
+#else
+    /* Horner's scheme without FMA: Estrin's rounds the saturated value to 1 - 3.6e-7 there */
+    const nn_vf x2 = x * x;
+    nn_vf p = -2.76076847742355e-16f * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f; p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f; p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * x;
+    nn_vf q = 1.19825839466702e-06f * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f; q = q * x2 + 4.89352518554385e-03f;
+#endif
     return p / q;
 }
 
