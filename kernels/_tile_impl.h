@@ -228,6 +228,39 @@ static void FN(acc_flush)(int M, int N, V *Cv, REAL *C, int ldc)
         }
 }
 
+/* A weight gradient C (M, N) summed over the steps of a tile: through the lane-wise vector
+ * accumulators (gemm_acc, acc_flush) when they take at most NN_GACC_MAX bytes per thread, else
+ * (very large layers, where VL copies of the gradient would not stay in cache) straight into C
+ * with a horizontal sum per chunk (gemm_tn). gacc_elems: the REALs the accumulators take. */
+#ifndef NN_GACC_MAX
+#define NN_GACC_MAX (4 << 20)
+#endif
+static inline ptrdiff_t FN(gacc_elems)(int M, int N)
+{
+    const ptrdiff_t e = (ptrdiff_t)M * N * VL;
+    return e * (ptrdiff_t)sizeof(REAL) <= NN_GACC_MAX ? e : 0;
+}
+
+static inline void FN(gacc_begin)(int M, int N, V *gv)
+{
+    if (FN(gacc_elems)(M, N))
+        for (ptrdiff_t e = 0; e < (ptrdiff_t)M * N; e++) gv[e] = (V){0};
+}
+
+static inline void FN(gacc_add)(int M, int N, int S, const V *A, ptrdiff_t sa, const V *B,
+                                ptrdiff_t sb, V *gv, REAL *C, int ldc)
+{
+    if (FN(gacc_elems)(M, N))
+        FN(gemm_acc)(M, N, S, A, sa, B, sb, gv);
+    else
+        FN(gemm_tn)(M, N, S, A, sa, B, sb, C, ldc);
+}
+
+static inline void FN(gacc_end)(int M, int N, V *gv, REAL *C, int ldc)
+{
+    if (FN(gacc_elems)(M, N)) FN(acc_flush)(M, N, gv, C, ldc);
+}
+
 /* acc (M vectors) += sum over s < S of A_s (M, TILE), lane by lane: a bias gradient, summed
  * across lanes by acc_flush (M, 1) once per tile (measured: 2-3% of the tanh RNN step; not
  * in the gated cells, where it measured slower). */
@@ -340,7 +373,7 @@ static void FN(rnn_fwd_tile)(int T, int I, int H, int nb,
 
 static inline ptrdiff_t FN(rnn_bwd_work)(int I, int H)
 {
-    return (ptrdiff_t)TILE * (H + I + CH * H + H) + (ptrdiff_t)VL * H * (H + I + 1);
+    return (ptrdiff_t)TILE * (H + I + CH * H + H) + (ptrdiff_t)VL * H + FN(gacc_elems)(H, H + I);
 }
 
 /* Backward over all T steps of one tile. hbuf: the T + 1 slots of the forward; dh: (H, TILE)
@@ -358,17 +391,17 @@ static void FN(rnn_bwd_tile)(int T, int I, int H, int nb,
     V *dhx = (V *)work;                 /* (H + I, TILE): [dh_{t-1}; dx_t] */
     V *da = dhx + slot;                 /* (CH, H, TILE) */
     V *gv = da + CH * hsz;              /* (H, H + I) vectors: [dW_hh | dW_ih] by lane */
+    V *dnext = gv + FN(gacc_elems)(H, H + I) / VL;  /* (H, TILE) */
     V *dh = (V *)dh_;
     for (ptrdiff_t e = 0; e < hsz; e++) dhx[e] = dh[e];
-    V *dbv = gv + (ptrdiff_t)H * (H + I) + hsz;   /* (H vectors) db by lane; dnext before it */
-    for (ptrdiff_t e = 0; e < (ptrdiff_t)H * (H + I); e++) gv[e] = (V){0};
+    V *dbv = dnext + hsz;               /* (H vectors) db by lane */
+    FN(gacc_begin)(H, H + I, gv);
     for (int e = 0; e < H; e++) dbv[e] = (V){0};
     if (!dout && !dx) {
         /* No dout to add, no dx: each step's product takes the tanh derivative of the step
          * before on the way out, da_{t-1} = (W_hhᵀ da_t) (1 - h_{t-1}²), and writes da_{t-1}
          * straight into the chunk (dnext when it belongs to the next chunk, whose steps
          * overwrite this chunk's da only after its weight-gradient products). */
-        V *dnext = gv + (ptrdiff_t)H * (H + I);
         const V *h = hbuf + T * slot;
         for (ptrdiff_t e = 0; e < hsz; e++) dnext[e] = dhx[e] * ((REAL)1 - h[e] * h[e]);
         for (int hi = T; hi > 0; hi -= CH) {
@@ -383,10 +416,10 @@ static void FN(rnn_bwd_tile)(int T, int I, int H, int nb,
                     FN(matvec_dtanh)(H, H, W_cat_T, H, dac, hbuf + t * slot,
                                      t > lo ? da + (t - 1 - lo) * hsz : dnext);
             }
-            FN(gemm_acc)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, gv);
+            FN(gacc_add)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, gv, dW_cat, H + I);
             FN(colsum_acc)(H, hi - lo, da, hsz, dbv);
         }
-        FN(acc_flush)(H, H + I, gv, dW_cat, H + I);
+        FN(gacc_end)(H, H + I, gv, dW_cat, H + I);
         FN(acc_flush)(H, 1, dbv, db, 1);
         for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
         return;
@@ -404,10 +437,10 @@ static void FN(rnn_bwd_tile)(int T, int I, int H, int nb,
             if (dx) FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dhx + hsz);
         }
         /* [dW_hh | dW_ih] += da_t [h_{t-1}; x_t]ᵀ and db += da_t over the chunk */
-        FN(gemm_acc)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, gv);
+        FN(gacc_add)(H, H + I, hi - lo, da, hsz, hbuf + lo * slot, slot, gv, dW_cat, H + I);
         FN(colsum_acc)(H, hi - lo, da, hsz, dbv);
     }
-    FN(acc_flush)(H, H + I, gv, dW_cat, H + I);
+    FN(gacc_end)(H, H + I, gv, dW_cat, H + I);
     FN(acc_flush)(H, 1, dbv, db, 1);
     for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
 }
@@ -533,7 +566,8 @@ static inline ptrdiff_t FN(gru_tilebuf)(int T, int I, int H)
 
 static inline ptrdiff_t FN(gru_work)(int I, int H, int O)
 {
-    return (ptrdiff_t)TILE * (H + 6 * CH * H + I + O + 6 * H) + (ptrdiff_t)VL * 3 * H * (H + I);
+    return (ptrdiff_t)TILE * (H + 6 * CH * H + I + O + 6 * H) + FN(gacc_elems)(3 * H, H)
+           + FN(gacc_elems)(3 * H, I);
 }
 
 /* Forward of one tile into buf (gru_tilebuf); gtmp is (6H, TILE) scratch. out/hT may be NULL. */
@@ -584,8 +618,9 @@ static void FN(gru_bwd_tile)(int T, int I, int H, int nb,
     const V *hb = (const V *)buf, *rec = hb + (T + 1) * slot;
     V *dgi = (V *)work, *dgh = dgi + CH * g3, *dxt = dgh + CH * g3;
     /* gv: [dW_hh (3H, H) | dW_ih (3H, I)] as lane-wise vector sums, flushed at the end */
-    V *gv_hh = gv, *gv_ih = gv + (ptrdiff_t)3 * H * H;
-    for (ptrdiff_t e = 0; e < (ptrdiff_t)3 * H * (H + I); e++) gv[e] = (V){0};
+    V *gv_hh = gv, *gv_ih = gv + FN(gacc_elems)(3 * H, H) / VL;
+    FN(gacc_begin)(3 * H, H, gv_hh);
+    FN(gacc_begin)(3 * H, I, gv_ih);
     for (int hi = T; hi > 0; hi -= CH) {
         const int lo = hi > CH ? hi - CH : 0;
         for (int t = hi - 1; t >= lo; t--) {
@@ -609,13 +644,13 @@ static void FN(gru_bwd_tile)(int T, int I, int H, int nb,
                 FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dxt);
             }
         }
-        FN(gemm_acc)(3 * H, H, hi - lo, dgh, g3, hb + lo * slot, slot, gv_hh);
-        FN(gemm_acc)(3 * H, I, hi - lo, dgi, g3, hb + lo * slot + hsz, slot, gv_ih);
+        FN(gacc_add)(3 * H, H, hi - lo, dgh, g3, hb + lo * slot, slot, gv_hh, dW_hh, H);
+        FN(gacc_add)(3 * H, I, hi - lo, dgi, g3, hb + lo * slot + hsz, slot, gv_ih, dW_ih, I);
         FN(colsum)(3 * H, hi - lo, dgi, g3, db_ih);
         FN(colsum)(3 * H, hi - lo, dgh, g3, db_hh);
     }
-    FN(acc_flush)(3 * H, H, gv_hh, dW_hh, H);
-    FN(acc_flush)(3 * H, I, gv_ih, dW_ih, I);
+    FN(gacc_end)(3 * H, H, gv_hh, dW_hh, H);
+    FN(gacc_end)(3 * H, I, gv_ih, dW_ih, I);
 }
 
 static void FN(gru_backward_tile)(int T, int I, int H, int nb,
@@ -674,7 +709,7 @@ static inline ptrdiff_t FN(lstm_tilebuf)(int T, int I, int H)
 
 static inline ptrdiff_t FN(lstm_work)(int I, int H, int O)
 {
-    return (ptrdiff_t)TILE * (3 * H + I + 4 * CH * H + CH + O) + (ptrdiff_t)VL * 4 * H * (H + I);
+    return (ptrdiff_t)TILE * (3 * H + I + 4 * CH * H + CH + O) + FN(gacc_elems)(4 * H, H + I);
 }
 
 static void FN(lstm_forward_tile)(int T, int I, int H, int nb,
@@ -728,7 +763,7 @@ static void FN(lstm_bwd_tile)(int T, int I, int H, int nb,
      * (a multiple of 32 rows for H = 24) a chunk's steps fall into 2 L1 sets (measured 5%) */
     const ptrdiff_t gs = g4 + NV;
     V *gv = da + CH * gs; /* dW_cat (4H, H + I) as lane-wise vector sums, flushed at the end */
-    for (ptrdiff_t e = 0; e < (ptrdiff_t)4 * H * (H + I); e++) gv[e] = (V){0};
+    FN(gacc_begin)(4 * H, H + I, gv);
     for (ptrdiff_t e = 0; e < hsz; e++) dhx[e] = dh[e];
     for (int hi = T; hi > 0; hi -= CH) {
         const int lo = hi > CH ? hi - CH : 0;
@@ -750,10 +785,10 @@ static void FN(lstm_bwd_tile)(int T, int I, int H, int nb,
             FN(matvec)(dx ? H + I : H, 4 * H, W_cat_T, 4 * H, a, NULL, NULL, dhx);
             if (dx) FN(store_tile)(dx + t * dxst, dxsb, dxsi, I, nb, dhx + hsz);
         }
-        FN(gemm_acc)(4 * H, H + I, hi - lo, da, gs, hb + lo * slot, slot, gv);
+        FN(gacc_add)(4 * H, H + I, hi - lo, da, gs, hb + lo * slot, slot, gv, dW_cat, H + I);
         FN(colsum)(4 * H, hi - lo, da, gs, db);
     }
-    FN(acc_flush)(4 * H, H + I, gv, dW_cat, H + I);
+    FN(gacc_end)(4 * H, H + I, gv, dW_cat, H + I);
     for (ptrdiff_t e = 0; e < hsz; e++) dh[e] = dhx[e];
 }
 
