@@ -99,6 +99,11 @@ def wait_ready() -> None:
         _server.wait_ready(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
 
 
+def started() -> bool:
+    """Whether this process runs its own temporary server (it ends with the process)."""
+    return _server is not None
+
+
 def stop() -> None:
     if _server is not None:
         _server.stop()

@@ -100,10 +100,28 @@ def close_figures(figures: dict) -> None:
         plt.close(fig)
 
 
-def inline_png(fig, dpi: int = 45) -> str:
-    """A small PNG data URL (~20 KB) that renders inside a Prefect markdown artifact."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+def render_png(figures: dict, dpi: int = 110) -> dict[str, bytes]:
+    """name → PNG bytes, each figure drawn once."""
+    out = {}
+    for name, fig in figures.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        out[name] = buf.getvalue()
+    return out
+
+
+def inline_png(png: bytes, width: int = 400) -> str:
+    """A small PNG data URL (~20 KB) that renders inside a Prefect markdown artifact.
+
+    Downscaled from the full-size PNG (Pillow, a matplotlib dependency) instead of drawing the
+    figure a second time.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        im.thumbnail((width, width * 4), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="png", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -113,7 +131,7 @@ def _row(name: str, m: dict) -> str:
 
 
 def markdown_report(cfg, series: Series, windows: Windows, result, evaluation: dict, forecast: dict,
-                    promotion: dict | None, figures: dict, mlflow_url: str | None = None) -> str:
+                    promotion: dict | None, pngs: dict, mlflow_url: str | None = None) -> str:
     lines = [
         f"# Nightly forecast: {cfg.model}, hidden {cfg.hidden_size}, window {cfg.window} → {cfg.horizon}",
         "",
@@ -154,5 +172,5 @@ def markdown_report(cfg, series: Series, windows: Windows, result, evaluation: d
     if mlflow_url:
         lines += ["", f"[Open the MLflow run]({mlflow_url})"]
     lines += ["", "## Figures", ""]
-    lines += [f"![{name}]({inline_png(fig)})" for name, fig in figures.items()]
+    lines += [f"![{name}]({inline_png(png)})" for name, png in pngs.items()]
     return "\n".join(lines)

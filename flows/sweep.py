@@ -52,7 +52,7 @@ from flows import tracking
 from flows.config import PipelineConfig, resolve_config
 from flows.evaluation import evaluate, predict
 from flows.ingest import Series
-from flows.nightly import _console_logging, _say, load_series
+from flows.nightly import _console_logging, _run_flow, _say, load_series
 from flows.training import train
 
 #: Grid parameters that name a configuration in tables (in this order when present).
@@ -327,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracking.client()  # open the MLflow store while the Prefect server boots
         _server.wait_ready()
-        out = sweep.with_options(task_runner=runner)(grid=grid, preset=args.preset, overrides=overrides,
-                                                     folds=args.folds, mode=args.mode, train_span=args.train_span,
-                                                     level=args.level, experiment=args.experiment)
+        out = _run_flow(sweep.with_options(task_runner=runner),
+                        dict(grid=grid, preset=args.preset, overrides=overrides, folds=args.folds, mode=args.mode,
+                             train_span=args.train_span, level=args.level, experiment=args.experiment))
     except Exception as e:  # noqa: BLE001 - the flow run already recorded the traceback
         print(f"error: the sweep failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
