@@ -1,13 +1,13 @@
 """Sweep wall time: an 8-configuration sweep on a 2-worker Dask LocalCluster vs one after another.
 
-Runs ``python -m flows.sweep`` (model kinds rnn, gru, lstm, mlp × hidden sizes 8, 16 by default,
-on a short configuration of the S&P 500 data) --repeats times in each mode, alternating, and
-prints the median wall time of each and the speed-up. Sequential runs use ``--sequential``
-(Prefect's thread pool with one worker; the kernels' OpenMP loops may then use every core);
-Dask runs use ``--workers N`` (one single-threaded worker process per core: Dask's nanny sets
-OMP_NUM_THREADS=1). MLflow writes to a fresh sqlite store in a temporary directory.
+Runs ``python -m flows.sweep`` (model kinds rnn, gru, lstm, mlp × hidden sizes 16, 32 by default,
+on the last 4000 values of the S&P 500, window 60, 2 folds of 200 test values) --repeats times in each mode, alternating, and
+prints the median wall time of each and the speed-up over one core. Modes: ``--sequential``
+with OMP_NUM_THREADS=1 (one core), ``--sequential`` (one configuration at a time, the kernels'
+OpenMP loops on every core), and ``--workers N`` (one single-threaded Dask worker process per
+core: Dask's nanny sets OMP_NUM_THREADS=1). MLflow writes to a fresh sqlite store in a temporary directory.
 
-    python benchmarks/bench_sweep.py [--repeats 3] [--workers 2] [--epochs 30]
+    python benchmarks/bench_sweep.py [--repeats 3] [--workers 2] [--epochs 100]
 """
 from __future__ import annotations
 
@@ -27,15 +27,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--grid", action="append", default=None,
-                   help="grid dimensions as for flows.sweep (default model=rnn,gru,lstm,mlp hidden_size=8,16)")
+                   help="grid dimensions as for flows.sweep (default model=rnn,gru,lstm,mlp hidden_size=16,32)")
     args = p.parse_args()
-    grid = args.grid or ["model=rnn,gru,lstm,mlp", "hidden_size=8,16"]
+    grid = args.grid or ["model=rnn,gru,lstm,mlp", "hidden_size=16,32"]
     common = [a for g in grid for a in ("--grid", g)] + [
-        "--set", "n_values=2000", "--set", "window=30", "--set", "test_size=100", "--set", f"epochs={args.epochs}",
+        "--set", "n_values=4000", "--set", "window=60", "--set", "test_size=200", "--set", f"epochs={args.epochs}",
         "--folds", "2", "--experiment", "bench-sweep"]
-    modes = {"sequential": ["--sequential"], f"dask, {args.workers} workers": ["--workers", str(args.workers)]}
+    modes = {"sequential, 1 thread": ["--sequential"], "sequential": ["--sequential"],
+             f"dask, {args.workers} workers": ["--workers", str(args.workers)]}
     times: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
@@ -43,7 +44,8 @@ def main() -> None:
         for i in range(args.repeats):
             for mode, flags in modes.items():
                 t0 = time.perf_counter()
-                out = subprocess.run([sys.executable, "-m", "flows.sweep", *common, *flags], cwd=ROOT, env=env,
+                mode_env = dict(env, OMP_NUM_THREADS="1") if "1 thread" in mode else env
+                out = subprocess.run([sys.executable, "-m", "flows.sweep", *common, *flags], cwd=ROOT, env=mode_env,
                                      capture_output=True, text=True)
                 wall = time.perf_counter() - t0
                 if out.returncode != 0:
@@ -53,14 +55,14 @@ def main() -> None:
     n_configs = 1
     for g in grid:
         n_configs *= len(g.split("=", 1)[1].split(","))
-    seq = statistics.median(times["sequential"])
+    seq = statistics.median(times["sequential, 1 thread"])
     print()
     print(f"| mode | configurations × folds | runs | median wall s | speed-up |")
     print("|---|---|---|---|---|")
     for mode, ts in times.items():
         med = statistics.median(ts)
         print(f"| {mode} | {n_configs} × 2 | {len(ts)} | {med:.1f} | {seq / med:.2f}× |")
-    print(f"(machine: {os.cpu_count()} cores; {args.epochs} epochs, 2000 values, window 30, 2 folds of 100; "
+    print(f"(machine: {os.cpu_count()} cores; {args.epochs} epochs, 4000 values, window 60, 2 folds of 200; "
           "wall time includes the process start and Prefect's temporary server)")
 
 
