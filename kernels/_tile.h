@@ -227,7 +227,7 @@ NN_INLINE nn_vf nn_tanh_fast_vf(nn_vf x)
 NN_INLINE nn_vd nn_sigmoid_vd(nn_vd x) { return 1.0 / (1.0 + nn_exp_vd(-x)); }
 NN_INLINE nn_vf nn_sigmoid_vf(nn_vf x) { return 1.0f / (1.0f + nn_exp_vf(-x)); }
 
-#define NN_TANH_BACKEND "simd-cephes"
+#define NN_TANH_BACKEND "simd-expm1"  /* float64: one expm1 (nn_tanh_vd); float32: Cephes, rational in the tanh RNN */
 static const char *nn_tanh_backend(void) { return NN_TANH_BACKEND; }
 
 #ifndef NNCORE_NATIVE_BUILD
