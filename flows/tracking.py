@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
 import tempfile
 import time
@@ -253,7 +254,10 @@ def promote(model_name: str, version: str, test_mae: float) -> dict:
         best = min(candidates, key=lambda vm: (vm[1], int(vm[0])))
         if champ is not None and champ[0] == best[0]:
             break  # stable: the alias already names the best
-        c.set_registered_model_alias(model_name, CHAMPION, best[0])
+        try:
+            c.set_registered_model_alias(model_name, CHAMPION, best[0])
+        except MlflowException:  # another run set it at the same moment (sqlite: UNIQUE constraint): re-read
+            time.sleep(random.uniform(0.05, 0.3))
     status = CHAMPION if best[0] == str(version) else CHALLENGER
     c.set_model_version_tag(model_name, version, "role", status)
     return {"status": status, "previous_version": previous[0] if previous else None,
