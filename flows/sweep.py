@@ -31,7 +31,6 @@ if __name__ == "__main__":  # see flows/_server.py: the Dask workers inherit the
 
 import argparse
 import gc
-import io
 import itertools
 import json
 import os
@@ -48,7 +47,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows import backtest as bt
-from flows import tracking
+from flows import reporting, tracking
 from flows.config import PipelineConfig, resolve_config
 from flows.evaluation import evaluate, predict
 from flows.ingest import Series
@@ -181,19 +180,16 @@ def write_sweep_report(results: list[dict], grid: dict, level: float, parent_run
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "comparison.md").write_text(table + "\n")
         (Path(tmp) / "comparison.csv").write_text(csv)
-        fig = _comparison_figure(results, naive, drift)
+        figures = {"comparison.png": _comparison_figure(results, naive, drift)}
         try:
-            fig.savefig(Path(tmp) / "comparison.png", dpi=110)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=60)
+            png = reporting.render_png(figures)["comparison.png"]
         finally:
-            import matplotlib.pyplot as plt
-            plt.close(fig)
+            reporting.close_figures(figures)
+        (Path(tmp) / "comparison.png").write_bytes(png)
         c.log_artifacts(parent_run_id, tmp)
     tracking.log_metrics(parent_run_id, {"best_mean_test_mae": best["mean_test_mae"], "naive_mean_test_mae": naive,
                                          "best_mean_test_mase": best["mean_test_mase"]})
     tracking.set_tags(parent_run_id, {"best_config": best["config"], "best_run_id": best["run_id"]})
-    import base64
     verdict = ("beats" if best["mean_test_mase"] < 1 else "does not beat")
     significant = "significant" if best["dm_p_value"] < 0.05 else "not significant"
     url = tracking.run_url(parent_run_id)
@@ -206,18 +202,14 @@ def write_sweep_report(results: list[dict], grid: dict, level: float, parent_run
         "(Harvey–Leybourne–Newbold correction). Lag-copy: the lag k maximising corr(Δforecast_t, Δactual_{t−k}); "
         "+1 with r₁ near 1 means the model mostly repeats the last value.",
         *([f"", f"[Open the parent run in MLflow]({url})"] if url else []),
-        "", f"![comparison](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"])
+        "", f"![comparison]({reporting.inline_png(png, width=600)})"])
     create_markdown_artifact(key="sweep-report", markdown=md, description=f"best: {best['config']}")
     _say(f"best configuration: {best['config']} (mean test MAE {best['mean_test_mae']:.3f}, naive {naive:.3f})")
     return {"best": best["config"], "best_run_id": best["run_id"], "table": table}
 
 
 def _comparison_figure(results: list[dict], naive: float, drift: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = reporting.plt
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(results) + 1.6))
     y = np.arange(len(results))[::-1]
     means = [r["mean_test_mae"] for r in results]
