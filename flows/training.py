@@ -15,16 +15,13 @@ from typing import Callable
 
 import numpy as np
 
-from nncore import SGD, Adam, build_model, clip_grad_norm, get_loss
-from nncore.losses import Regularization
+from nncore import SGD, Adam, Regularization, build_model, clip_grad_norm, get_loss
 
 from .config import PipelineConfig
 from .windowing import Windows
 
 log = logging.getLogger(__name__)
 
-#: |activation| at or above this counts as a saturated tanh unit (tanh' ≤ 0.02)
-SATURATION = 0.99
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,14 +71,7 @@ def saturation(model, state) -> float:
     from the ``state`` the forward pass returned, so it costs no extra pass. MLP: the first
     hidden layer's activations cached by that pass.
     """
-    if model.kind == "mlp":
-        layers = model.mlp.layers
-        if len(layers) < 2 or getattr(layers[1], "name", "") != "tanh":
-            return float("nan")
-        a = layers[1]._a
-    else:
-        a = np.tanh(state[1]) if model.kind == "lstm" else state
-    return float(np.mean(np.abs(a) >= SATURATION))
+    return model.saturation(state)
 
 
 def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: int = 8192) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: the dtype names every layer accepts
+DTYPES = tuple(d.name for d in FLOAT_DTYPES)
 
 
 def as_generator(rng=None) -> np.random.Generator:

@@ -2,16 +2,24 @@
 
 Both share one interface so training and evaluation code never branch on the kind:
 
-* ``forward(x, h=None) -> (prediction, state)`` with x (B, T, I) batch-first and prediction
-  (B, O). ``state`` is the recurrent layer's last state (``(h, c)`` for an LSTM, ``None`` for the
-  MLP) and can be passed back as ``h`` to carry it into the next window.
+* ``forward(x, state=None) -> (prediction, state)`` with x (B, T, I) batch-first and prediction
+  (B, O). ``state`` is always a tuple: ``(h,)`` for the RNN and GRU, ``(h, c)`` for the LSTM,
+  ``()`` for the MLP; passed back, it carries the state into the next window.
+* ``stateful``: whether carrying the state changes anything (False for the MLP).
+* ``saturation(state)``: the fraction of saturated tanh units behind the last forward pass.
 * ``backward(dpred) -> dx`` adds into ``grads``.
-* ``loss_and_grad(x, y, loss="mse", h=None) -> (loss, state)`` does forward, loss and backward
+* ``loss_and_grad(x, y, loss="mse", state=None) -> (loss, state)`` does forward, loss and backward
   in one call; on the compiled backend with the MSE loss it runs the fused kernel, which never
   materialises the hidden-state sequence.
 * ``config`` is a JSON-serialisable dict; ``build_model(**config)`` rebuilds the architecture.
+
+:data:`MODELS` maps each kind to a :class:`ModelKind`: its constructor (every one takes the
+same keywords) and what a scheduler needs to know without building it.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -20,6 +28,13 @@ from .layers import Dense, Module
 from .losses import get_loss
 from .network import Sequential, mlp
 from .recurrent import RECURRENT_LAYERS
+
+#: |tanh| at or above this counts as a saturated unit (tanh' ≤ 0.02)
+SATURATED = 0.99
+
+
+def _saturated_share(a: np.ndarray) -> float:
+    return float(np.mean(np.abs(a) >= SATURATED))
 
 
 class RecurrentForecaster(Module):
@@ -55,20 +70,29 @@ class RecurrentForecaster(Module):
     def children(self) -> dict[str, Module]:
         return {"rnn": self.rnn, "head": self.head}
 
-    def forward(self, x, h=None):
-        """x (B, T, I), h the state to start from (None = zeros) -> (prediction (B, O), last state)."""
-        _, state = self.rnn.forward(x, h)
-        h_T = state[0] if self.kind == "lstm" else state
-        return self.head.forward(h_T), state
+    stateful = True
+
+    def forward(self, x, state=None):
+        """x (B, T, I), the state tuple to start from (None = zeros) -> (prediction (B, O), last state)."""
+        _, last = self.rnn.forward(x, self.rnn.unpack_state(state))
+        state = self.rnn.pack_state(last)
+        return self.head.forward(state[0]), state
 
     def backward(self, dpred):
         """Backpropagate ``dpred`` (B, O) through the head and the recurrent layer; returns dx."""
-        dh_T = self.head.backward(dpred)
-        if self.kind == "lstm":
-            return self.rnn.backward(None, (dh_T, None))
-        return self.rnn.backward(None, dh_T)
+        return self.rnn.backward(None, self.rnn.last_state_grad(self.head.backward(dpred)))
 
-    def loss_and_grad(self, x, y, loss: str = "mse", h=None):
+    def saturation(self, state: tuple) -> float:
+        """Share of the last state's tanh units at |tanh| ≥ 0.99 (an LSTM's tanh(c_T), else h_T)."""
+        return _saturated_share(self.rnn.tanh_units(state))
+
+    @staticmethod
+    def multiply_adds(kind: str, window: int, hidden_size: int, input_size: int = 1, output_size: int = 1) -> int:
+        """Multiply-adds of one forward + backward pass over one window (about 3× the forward)."""
+        G = RECURRENT_LAYERS[kind].gates
+        return 3 * (window * G * hidden_size * (hidden_size + input_size) + hidden_size * output_size)
+
+    def loss_and_grad(self, x, y, loss: str = "mse", state=None):
         """Loss of the prediction for ``x`` against ``y`` (B, O); adds the gradients into ``grads``.
 
         Returns ``(loss, last state)``. With MSE on the compiled backend this is one fused kernel
@@ -76,7 +100,7 @@ class RecurrentForecaster(Module):
         """
         fused = self.rnn.fused_train_step if loss == "mse" else None
         if fused is None:
-            pred, state = self.forward(x, h)
+            pred, state = self.forward(x, state)
             value, dpred = get_loss(loss)(pred, y)
             self.backward(dpred)
             return value, state
@@ -85,12 +109,13 @@ class RecurrentForecaster(Module):
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y has {y.shape[0]} rows, x has {x.shape[0]} windows")
         p, hp = self.rnn.params, self.head.params
-        value, state, grads = fused(x, y, h, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"], hp["W"], hp["b"])
+        value, last, grads = fused(x, y, self.rnn.unpack_state(state), p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"],
+                                   hp["W"], hp["b"])
         for k in ("W_ih", "W_hh", "b_ih", "b_hh"):
             self.rnn.grads[k] += grads[k]
         self.head.grads["W"] += grads["W_out"]
         self.head.grads["b"] += grads["b_out"]
-        return value, state
+        return value, self.rnn.pack_state(last)
 
     def __repr__(self) -> str:
         return f"RecurrentForecaster({self.rnn!r}, {self.head!r})"
@@ -109,10 +134,11 @@ class MLPForecaster(Module):
     activation : hidden activation name (default ``"tanh"``)
 
     Parameter keys are those of the inner :class:`~nncore.network.Sequential` under ``mlp.``.
-    ``forward(x, h=None)`` ignores ``h`` and returns ``(prediction, None)``.
+    It has no state: ``forward(x, state=None)`` ignores ``state`` and returns ``(prediction, ())``.
     """
 
     kind = "mlp"
+    stateful = False
 
     def __init__(self, window: int, hidden_size=24, input_size: int = 1, output_size: int = 1,
                  activation: str = "tanh", *, dtype=np.float64, rng=None):
@@ -131,44 +157,81 @@ class MLPForecaster(Module):
     def children(self) -> dict[str, Module]:
         return {"mlp": self.mlp}
 
-    def forward(self, x, h=None):
+    def forward(self, x, state=None):
         x = check_array(x, self.dtype, 3, "MLPForecaster input x (B, T, I)")
         if x.shape[1:] != (self.window, self.input_size):
-            raise ValueError(f"MLPForecaster expects windows of shape (B, {self.window}, {self.input_size}), got {x.shape}")
+            raise ValueError(f"MLPForecaster expects windows of shape (B, {self.window}, {self.input_size}), "
+                             f"got {x.shape}")
         self._x_shape = x.shape
-        return self.mlp.forward(x.reshape(x.shape[0], -1)), None
+        return self.mlp.forward(x.reshape(x.shape[0], -1)), ()
+
+    def saturation(self, state: tuple = ()) -> float:
+        """Share of the first hidden layer's units at |tanh| ≥ 0.99 in the last forward pass (nan if not tanh)."""
+        layers = self.mlp.layers
+        if len(layers) < 2 or getattr(layers[1], "name", "") != "tanh" or layers[1]._a is None:
+            return float("nan")
+        return _saturated_share(layers[1]._a)
+
+    @staticmethod
+    def multiply_adds(kind: str, window: int, hidden_size: int, input_size: int = 1, output_size: int = 1) -> int:
+        """Multiply-adds of one forward + backward pass over one window (about 3× the forward)."""
+        return 3 * hidden_size * (window * input_size + output_size)
 
     def backward(self, dpred):
         if self._x_shape is None:
             raise RuntimeError("MLPForecaster.backward called before forward")
         return self.mlp.backward(dpred).reshape(self._x_shape)
 
-    def loss_and_grad(self, x, y, loss: str = "mse", h=None):
-        """Forward, loss and backward; returns ``(loss, None)`` and adds the gradients into ``grads``."""
-        pred, _ = self.forward(x)
+    def loss_and_grad(self, x, y, loss: str = "mse", state=None):
+        """Forward, loss and backward; returns ``(loss, ())`` and adds the gradients into ``grads``."""
+        pred, state = self.forward(x)
         value, dpred = get_loss(loss)(pred, y)
         self.backward(dpred)
-        return value, None
+        return value, state
 
     def __repr__(self) -> str:
         return f"MLPForecaster(window={self.window}, {self.mlp!r})"
 
 
-def _recurrent(kind):
-    def build(hidden_size: int = 24, input_size: int = 1, output_size: int = 1, *, dtype=np.float64, rng=None,
-              backend: str = "auto", **kw):
+@dataclass(frozen=True)
+class ModelKind:
+    """One entry of :data:`MODELS`: how to build a kind and what it costs.
+
+    ``build(hidden_size, window=None, input_size=1, output_size=1, *, dtype, rng, backend)``: every
+    kind takes the same keywords; a recurrent model reads any window length (``window`` unused),
+    the MLP has no recurrent kernel (``backend`` unused).
+    """
+
+    build: Callable[..., Module]
+    multiply_adds: Callable[..., int]   # (kind, window, hidden_size, input_size, output_size)
+    stateful: bool
+
+    def __call__(self, **config) -> Module:
+        return self.build(**config)
+
+
+def _recurrent(kind: str):
+    def build(hidden_size: int = 24, window: int | None = None, input_size: int = 1, output_size: int = 1, *,
+              dtype=np.float64, rng=None, backend: str = "auto", **kw):
         if kw:
             raise ValueError(f"unexpected parameters for model kind {kind!r}: {sorted(kw)}")
         return RecurrentForecaster(kind, hidden_size, input_size, output_size, dtype=dtype, rng=rng, backend=backend)
-    return build
+    return ModelKind(build, RecurrentForecaster.multiply_adds, stateful=True)
 
 
-#: model kind -> constructor; every constructor accepts ``dtype`` and ``rng``.
+def _mlp(hidden_size=24, window: int | None = None, input_size: int = 1, output_size: int = 1,
+         activation: str = "tanh", *, dtype=np.float64, rng=None, backend: str = "auto") -> MLPForecaster:
+    if window is None:
+        raise ValueError("model kind 'mlp' needs the window length (window=...)")
+    return MLPForecaster(window, hidden_size, input_size, output_size, activation, dtype=dtype, rng=rng)
+
+
+#: model kind -> :class:`ModelKind`; ``MODELS[kind](**config)`` builds one.
 MODELS = {
     "rnn": _recurrent("rnn"),
     "gru": _recurrent("gru"),
     "lstm": _recurrent("lstm"),
-    "mlp": MLPForecaster,
+    "mlp": ModelKind(_mlp, MLPForecaster.multiply_adds, stateful=False),
 }
 
 

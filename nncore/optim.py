@@ -125,6 +125,10 @@ class Adam(Optimizer):
                 target[k][...] = a
 
 
+#: name -> optimizer class; every class takes ``(target, lr)`` and PyTorch's defaults for the rest.
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
 def clip_grad_norm(target, max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
 

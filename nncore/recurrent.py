@@ -378,7 +378,35 @@ class _Recurrent(Layer):
 
 
 class _SingleState(_Recurrent):
-    """Layers whose state is one array h (RNN, GRU): ``forward(x, h0)``, ``backward(dout, dh_T)``."""
+    """Layers whose state is one array h (RNN, GRU): ``forward(x, h0)``, ``backward(dout, dh_T)``.
+
+    The state adapters below give every layer one tuple convention for the forecasters: the
+    state is ``(h,)`` here and ``(h, c)`` for the LSTM, its first element the hidden state.
+    """
+
+    @staticmethod
+    def pack_state(state) -> tuple:
+        """The layer's state as the tuple ``(h,)``."""
+        return (state,)
+
+    @staticmethod
+    def unpack_state(state: tuple | None):
+        """The tuple convention back to this layer's ``h0`` argument."""
+        if state is None:
+            return None
+        if not (isinstance(state, (tuple, list)) and len(state) == 1):
+            raise ValueError(f"state must be the tuple (h,), got {type(state).__name__} of length {len(state)}")
+        return state[0]
+
+    @staticmethod
+    def last_state_grad(dh_T):
+        """``backward``'s gradient argument for a gradient on h_T alone."""
+        return dh_T
+
+    @staticmethod
+    def tanh_units(state: tuple) -> np.ndarray:
+        """The tanh outputs behind the last hidden state (the saturation probe): h_T itself."""
+        return state[0]
 
     def forward(self, x, h0=None):
         x = self._check_x(x)
@@ -450,6 +478,23 @@ class LSTM(_Recurrent):
 
     gates = 4
     kind = "lstm"
+
+    @staticmethod
+    def pack_state(state) -> tuple:
+        return tuple(state)
+
+    @staticmethod
+    def unpack_state(state: tuple | None):
+        return state
+
+    @staticmethod
+    def last_state_grad(dh_T):
+        return (dh_T, None)
+
+    @staticmethod
+    def tanh_units(state: tuple) -> np.ndarray:
+        """h_T = o_T ⊙ tanh(c_T): the saturation probe is tanh(c_T)."""
+        return np.tanh(state[1])
 
     def forward(self, x, state=None):
         x = self._check_x(x)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from nncore import LOSSES, MLPForecaster, RecurrentForecaster, Regularization, get_loss, mae, mlp, mse, objective
-from nncore.losses import gradient_norm_penalty
+from nncore.regularization import gradient_norm_penalty
 
 
 @pytest.mark.parametrize("name", ["mse", "mae"])

@@ -30,7 +30,7 @@ def test_mlp_forecaster_gradients_match_finite_differences(check_grad):
     x, y = rng.normal(size=(4, 6, 1)), rng.normal(size=(4, 2))
     f = lambda: mse(model.forward(x)[0], y)[0]  # noqa: E731
     pred, state = model.forward(x)
-    assert state is None and pred.shape == (4, 2)
+    assert state == () and pred.shape == (4, 2) and not model.stateful
     dx = model.backward(mse(pred, y)[1])
     check_grad(f, x, dx, "mlp forecaster dx")
     for key, p in model.params.items():
@@ -49,12 +49,53 @@ def test_carried_state_continues_the_sequence(kind):
     np.testing.assert_allclose(pred_carried, pred_full, rtol=1e-13)
     pred_stateless, _ = model.forward(x[:, 7:])
     assert not np.allclose(pred_stateless, pred_full)
+    # one state convention: a tuple whose first element is the hidden state
+    assert isinstance(state, tuple) and len(state) == (2 if kind == "lstm" else 1) and state[0].shape == (1, 6)
+    assert model.stateful and MODELS[kind].stateful
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saturation_probe_reads_the_last_state(kind):
+    """Inputs scaled up drive the tanh units into saturation; zero inputs and weights keep them at 0."""
+    model = RecurrentForecaster(kind, 6, rng=0)
+    _, state = model.forward(np.zeros((3, 4, 1)))
+    calm = model.saturation(state)
+    model.rnn.params["W_ih"][...] = 50.0
+    model.rnn.params["b_ih"][...] = 50.0
+    if kind == "gru":  # the update gate z (rows H:2H) closed, so h_t takes the saturated candidate n_t
+        model.rnn.params["W_ih"][6:12] = model.rnn.params["b_ih"][6:12] = -50.0
+    _, state = model.forward(np.ones((3, 4, 1)))
+    assert calm < 0.5 and model.saturation(state) > 0.5
+
+
+def test_mlp_saturation_probe_and_state_free_forward():
+    model = MLPForecaster(window=4, hidden_size=5, rng=0)
+    model.forward(np.zeros((2, 4, 1)))
+    calm = model.saturation(())
+    model.mlp.layers[0].params["W"][...] = 100.0
+    model.forward(np.ones((2, 4, 1)))
+    assert calm < 0.5 and model.saturation(()) == 1.0
+    assert np.isnan(MLPForecaster(window=4, hidden_size=5, activation="relu", rng=0).saturation(()))
+
+
+def test_every_kind_builds_from_the_same_keywords_and_reports_its_cost():
+    costs = {}
+    for kind, entry in MODELS.items():
+        model = entry(hidden_size=8, window=30, output_size=2, dtype=np.float32, rng=0, backend="numpy")
+        assert model.stateful == entry.stateful
+        assert model.forward(np.zeros((2, 30, 1), np.float32))[0].shape == (2, 2)
+        costs[kind] = entry.multiply_adds(kind, 30, 8)
+    # per window: the recurrent kinds scale with their gates (1, 3, 4); the MLP sees the window once
+    assert costs["gru"] / costs["rnn"] == pytest.approx(3, rel=0.01)
+    assert costs["lstm"] / costs["rnn"] == pytest.approx(4, rel=0.01)
+    assert costs["mlp"] < costs["rnn"]
+    with pytest.raises(ValueError, match="needs the window length"):
+        MODELS["mlp"](hidden_size=3)
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_config_rebuilds_the_same_architecture(kind):
-    extra = {"window": 8} if kind == "mlp" else {}
-    model = build_model(kind, hidden_size=5, rng=0, **extra)
+    model = build_model(kind, hidden_size=5, window=8, rng=0)
     clone = build_model(rng=1, **model.config)
     assert clone.config == model.config
     assert {k: v.shape for k, v in clone.params.items()} == {k: v.shape for k, v in model.params.items()}
@@ -164,7 +205,7 @@ def test_same_seed_gives_identical_weights_after_training(kind):
     X, Y = rng.normal(size=(8, 6, 1)), rng.normal(size=(8, 1))
 
     def train(seed):
-        model = build_model(kind, hidden_size=4, rng=seed, **({"window": 6} if kind == "mlp" else {}))
+        model = build_model(kind, hidden_size=4, window=6, rng=seed)
         opt = Adam(model, lr=0.01)
         for _ in range(5):
             opt.zero_grad()
@@ -195,8 +236,8 @@ def test_loss_and_grad_fused_kernel_equals_forward_backward(kind, dtype):
     loss_fast, state_fast = fast.loss_and_grad(x, y)
     tol = dict(rtol=0, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-6)
     assert loss_fast == pytest.approx(loss_ref, rel=1e-12 if dtype == np.float64 else 1e-5)
-    parts = (lambda s: s) if kind == "lstm" else (lambda s: (s,))  # noqa: E731
-    for a, b in zip(parts(state_fast), parts(state_ref)):
+    assert len(state_fast) == len(state_ref) == (2 if kind == "lstm" else 1)
+    for a, b in zip(state_fast, state_ref):
         np.testing.assert_allclose(a, b, **tol)
     for key in ref.grads:
         scale = float(np.abs(ref.grads[key]).max())

@@ -13,5 +13,5 @@ def test_readme_example_runs():
     namespace: dict = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)
     assert namespace["prediction"].shape == (1, 1)
-    assert namespace["h"].shape == (1, 24)
+    assert namespace["state"][0].shape == (1, 24)
     assert np.isfinite(namespace["loss"]) and namespace["grad_norm"] > 0
