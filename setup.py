@@ -60,7 +60,8 @@ setup(
     packages=find_packages(include=["nncore", "nncore.*", "kernels", "kernels.*", "flows", "flows.*"]),
     ext_modules=kernel_extensions(),
     # nncore needs only NumPy; the pipeline (flows/) needs the rest.
-    install_requires=["numpy>=1.24", "prefect>=3.9,<4", "mlflow>=3.17,<4", "matplotlib>=3.8", "prefect-dask>=0.3.7,<0.4"],
+    install_requires=["numpy>=1.24", "scipy>=1.11", "prefect>=3.9,<4", "mlflow>=3.17,<4", "matplotlib>=3.8",
+                      "prefect-dask>=0.3.7,<0.4"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "torch==2.13.0"],
     },

@@ -6,6 +6,7 @@ The environment is set at import time, before any test module imports ``flows`` 
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_TMP / 'mlflow.db'}"
 os.environ["NNFORECAST_CACHE_DIR"] = str(_TMP / "cache")
+os.environ["NNFORECAST_IO_RETRY_DELAYS"] = "0.2,0.5"  # the load_series task: 3 attempts, quickly
 os.environ.pop("PREFECT_API_URL", None)
 
 
@@ -38,9 +40,10 @@ def seeded_cache() -> Path:
 
 @pytest.fixture(scope="session")
 def sp500(seeded_cache):
-    from flows.ingest import load_series
+    from flows.core.config import DataSpec
+    from flows.core.ingest import load_series
 
-    return load_series("sp500")
+    return load_series(DataSpec())
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +67,19 @@ def pytest_collection_finish(session):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_TMP, ignore_errors=True)
+
+
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server: (base URL, its Handler, whose ``routes`` the test fills)."""
+    from .helpers import Handler, Server
+
+    Handler.routes, Handler.hits = {}, {}
+    server = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", Handler
+    server.shutdown()
+    server.server_close()
+
+

@@ -6,10 +6,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from flows.backtest import (Fold, conformal_quantile, diebold_mariano, fold_windows, interval_coverage, lag_copy,
-                            student_t_cdf, summarize, walk_forward)
-from flows.evaluation import evaluate
-from flows.windowing import Scaler, WindowingError
+from scipy import stats
+
+from flows.core import backtest as bt
+from flows.core.backtest import (Fold, conformal_quantile, diebold_mariano, interval_coverage, lag_copy, summarize,
+                                 walk_forward)
+from flows.core.config import WindowSpec
+from flows.core.evaluation import evaluate
+from flows.core.transforms import LevelScaler, fit_transform
+from flows.core.windowing import WindowingError
+
+
+def fold_windows(values, fold, window, horizon, test_size, val_fraction=0.2, target="level", dtype=np.float32):
+    spec = WindowSpec(window=window, horizon=horizon, test_size=test_size, val_fraction=val_fraction, target=target)
+    return bt.fold_windows(values, fold, spec, dtype)
 
 
 def random_walk(n, seed=0):
@@ -78,7 +88,7 @@ def check_no_look_ahead(values, fold, w, test_size, horizon, target):
     assert w.test.index[0] == test_first and w.test.index[-1] + horizon == fold.end, "test block moved"
     assert int(w.train.index.min()) - w.window >= fold.start, "inputs reach before the fold"
     assert w.train_end <= test_first
-    assert w.scaler == Scaler.fit(target, values[fold.start:w.train_end]), "scaler not fitted on the training part"
+    assert w.scaler == fit_transform(target, values[fold.start:w.train_end]), "scaler not fitted on the training part"
     for split in (w.train, w.val, w.test):   # positions really are positions in the full series
         steps = split.index[:, None] + np.arange(horizon)
         np.testing.assert_array_equal(split.actual, values[steps])
@@ -122,7 +132,7 @@ def test_the_look_ahead_check_can_fail():
     # 3. the notebooks' leak: a scaler fitted on the whole fold, test block included
     values_with_new_max = values.copy()
     values_with_new_max[fold.end - 1] = values.max() + 10
-    leaky = replace(good, scaler=Scaler.fit("level", values_with_new_max[fold.start:fold.end]))
+    leaky = replace(good, scaler=LevelScaler.fit(values_with_new_max[fold.start:fold.end]))
     with pytest.raises(AssertionError, match="scaler"):
         check_no_look_ahead(values, fold, leaky, test_size, horizon, "level")
 
@@ -131,20 +141,20 @@ def test_evaluate_runs_on_fold_windows():
     """Positions in the full series keep evaluate's baselines right: a zero delta forecast is the naive one."""
 
     class ZeroDelta:
-        kind = "mlp"
+        stateful = False
 
         def forward(self, X, state=None):
-            return np.zeros((len(X), 2)), None
+            return np.zeros((len(X), 2)), ()
 
     values = random_walk(200, seed=2)
     fold = walk_forward(len(values), k=3, test_size=15, window=8, horizon=2, mode="rolling", train_span=60)[1]
     w = fold_windows(values, fold, 8, 2, 15, target="delta", dtype=np.float64)
     result = evaluate(ZeroDelta(), w)
-    np.testing.assert_allclose(result["predictions"]["model"], result["predictions"]["naive"])
-    assert result["model"]["mase"] == pytest.approx(1.0)
+    np.testing.assert_allclose(result.predictions["model"], result.predictions["naive"])
+    assert result.model.mase == pytest.approx(1.0)
     t = w.test.index - 1
     drift = values[t] + (values[t] - values[0]) / t
-    np.testing.assert_allclose(result["predictions"]["drift"][:, 0], drift)
+    np.testing.assert_allclose(result.predictions["drift"][:, 0], drift)
 
 
 def test_fold_windows_rejects_bad_folds():
@@ -157,31 +167,7 @@ def test_fold_windows_rejects_bad_folds():
         fold_windows(values, Fold(1, 0, 40), 5, 5, 10, val_fraction=0.02)
 
 
-# ---------------------------------------------------------------------------- Student t, DM
-
-def normal_cdf(x):
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
-
-
-@pytest.mark.parametrize("t", [-30.0, -3.1, -1.0, -0.2, 0.0, 0.7, 2.5, 12.0])
-def test_student_t_cdf_matches_closed_forms(t):
-    assert student_t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, rel=1e-12, abs=1e-15)
-    assert student_t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), rel=1e-12, abs=1e-15)
-    theta = math.atan(t / math.sqrt(3))          # df = 3: ½ + (θ + sin θ cos θ)/π
-    assert student_t_cdf(t, 3) == pytest.approx(0.5 + (theta + math.sin(theta) * math.cos(theta)) / math.pi,
-                                                 rel=1e-12, abs=1e-15)
-    assert student_t_cdf(t, 1e7) == pytest.approx(normal_cdf(t), abs=1e-7)
-
-
-@pytest.mark.parametrize("df, t, upper_tail", [
-    (1, 6.314, 0.05), (5, 2.015, 0.05), (5, 4.032, 0.005), (10, 2.228, 0.025), (20, 2.845, 0.005),
-    (30, 2.042, 0.025), (120, 1.658, 0.05),
-])
-def test_student_t_cdf_matches_the_t_table(df, t, upper_tail):
-    # table values have 3 decimals; the density there is < 0.1, so the CDF is good to ~5e-5
-    assert 1 - student_t_cdf(t, df) == pytest.approx(upper_tail, abs=1e-4)
-    assert student_t_cdf(-t, df) == pytest.approx(upper_tail, abs=1e-4)
-
+# ------------------------------------------------------------------------------------- DM
 
 def t5_two_sided(x):
     """2·P(T_5 > |x|) in closed form: 1 − (2/π)(θ + sin θ cos θ + ⅔ sin θ cos³ θ), θ = atan(|x|/√5)."""
@@ -239,7 +225,7 @@ def dm_with_loops(e1, e2, h, power, alternative):
         gamma = sum((d[t] - mean) * (d[t - lag] - mean) for t in range(lag, n)) / n
         var += gamma if lag == 0 else 2 * gamma
     stat = mean / math.sqrt(var / n) * math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
-    lower = student_t_cdf(stat, n - 1)
+    lower = stats.t.cdf(stat, n - 1)
     return stat, {"two-sided": 2 * min(lower, 1 - lower), "less": lower, "greater": 1 - lower}[alternative]
 
 

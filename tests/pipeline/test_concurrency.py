@@ -11,10 +11,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _promote(name: str, version: str, mae: float, barrier) -> str:
-    from flows import tracking
+    from flows.runtime import tracking
 
     barrier.wait()  # every process promotes at the same moment
-    return tracking.promote(name, version, mae)["status"]
+    return tracking.promote(name, version, mae).status
 
 
 @pytest.mark.fault(fault="six runs promoting at the same moment on one MLflow store",
@@ -24,7 +24,7 @@ def _promote(name: str, version: str, mae: float, barrier) -> str:
 def test_simultaneous_promotions_converge_on_the_best_version():
     from mlflow import MlflowClient
 
-    from flows import tracking
+    from flows.runtime import tracking
 
     c = MlflowClient(tracking.tracking_uri())
     exp = tracking.ensure_experiment(c, "promote-race")

@@ -1,22 +1,30 @@
-"""Parameters: presets, overrides, validation before any work, the CLI."""
+"""Parameters: presets, overrides, validation before any work, the CLI generated from the specs."""
 import subprocess
 import sys
-from dataclasses import fields
 
 import pytest
 
-from flows.config import PRESETS, PipelineConfig, resolve_config
+from flows.core.config import PARAMETERS, PRESETS, SPECS, ConfigError, RunConfig, parse_value, value_type
 from flows.nightly import _parser, main
+from nncore import BACKENDS, LOSSES, MODELS, OPTIMIZERS
+
+
+def resolve_config(preset=None, **overrides):
+    return RunConfig.resolve(preset, overrides)
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_notebook_preset_is_the_source_protocol_and_flags_override_it():
     cfg = resolve_config("notebook")
-    assert (cfg.n_values, cfg.window, cfg.test_size, cfg.train_size) == (7000, 240, 300, 4900)
-    assert (cfg.hidden_size, cfg.lr, cfg.epochs, cfg.batch_size, cfg.loss, cfg.target) == (24, 0.03, 500, None, "mse", "return")
+    w = cfg.windows
+    assert (cfg.data.n_values, w.window, w.test_size, w.train_size) == (7000, 240, 300, 4900)
+    t = cfg.training
+    assert (cfg.model.hidden_size, t.lr, t.epochs, t.batch_size, t.loss, cfg.windows.target) == \
+        (24, 0.03, 500, None, "mse", "return")
     cfg = resolve_config("notebook", epochs=5, model="lstm", grad_clip=0)
-    assert (cfg.epochs, cfg.model, cfg.window, cfg.grad_clip) == (5, "lstm", 240, None)
+    assert (cfg.training.epochs, cfg.model.model, cfg.windows.window, cfg.training.grad_clip) == (5, "lstm", 240, None)
+    assert (cfg.origin("epochs"), cfg.origin("window"), cfg.origin("seed")) == ("given", "preset", "default")
 
 
 @pytest.mark.parametrize("overrides,pattern", [
@@ -52,15 +60,39 @@ def test_unknown_preset_and_parameter():
         resolve_config(windw=3)
 
 
-def test_help_lists_every_parameter():
+def test_values_from_text_take_the_parameter_type():
+    """A UI form or ``--param`` may send text; an integer where a float is expected is the same run."""
+    assert resolve_config(window="30", lr="0.5").windows.window == 30
+    assert resolve_config(grad_clip=1).training_key() == resolve_config(grad_clip=1.0).training_key()
+    assert (value_type("max_gap_days"), value_type("lr"), value_type("resume")) == (int, float, str)
+    with pytest.raises(ConfigError, match=r"parameter epochs='many': not a valid int"):
+        parse_value("epochs", "many")
+
+
+def test_the_training_key_ignores_where_and_how_often_a_run_is_logged():
+    base = resolve_config()
+    for name, value in (("experiment", "other"), ("model_name", "other"), ("log_every", 3), ("checkpoint_every", 5),
+                        ("resume", "latest")):
+        assert resolve_config(**{name: value}).training_key() == base.training_key(), name
+    for name, value in (("seed", 1), ("lr", 0.02), ("source", "x.csv"), ("window", 30), ("dtype", "float64")):
+        assert resolve_config(**{name: value}).training_key() != base.training_key(), name
+
+
+def test_choices_come_from_the_registries():
+    assert (PARAMETERS["model"][1].metadata["choices"], PARAMETERS["loss"][1].metadata["choices"],
+            PARAMETERS["optimizer"][1].metadata["choices"], PARAMETERS["backend"][1].metadata["choices"]) == \
+        (MODELS, LOSSES, OPTIMIZERS, BACKENDS)
+
+
+def test_help_lists_every_parameter_grouped_by_spec():
     out = subprocess.run([sys.executable, "-m", "flows.nightly", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for f in fields(PipelineConfig):
-        assert "--" + f.name.replace("_", "-") in out.stdout
-    for flag in ("--source", "--date-column", "--value-column", "--model", "--hidden-size", "--window",
-                 "--horizon", "--epochs", "--lr", "--seed", "--preset"):
-        assert flag in out.stdout
+    for name in PARAMETERS:
+        assert "--" + name.replace("_", "-") in out.stdout
+    for section, spec in SPECS.items():
+        assert f"{section} ({spec.__name__}" in out.stdout
+    assert "{rnn,gru,lstm,mlp}" in out.stdout  # the model registry's kinds are the choices
 
 
 def test_cli_rejects_bad_parameters_before_any_work(capsys):
@@ -68,6 +100,10 @@ def test_cli_rejects_bad_parameters_before_any_work(capsys):
     assert "parameter window=0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parser().parse_args(["--epochs", "many"])
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--model", "transformer"])
+    args = _parser().parse_args(["--hidden-size", "8", "--grad-clip", "0", "--preset", "notebook"])
+    assert {k: v for k, v in vars(args).items() if k in PARAMETERS} == {"hidden_size": 8, "grad_clip": 0.0}
 
 
 def test_every_preset_is_valid():

@@ -12,9 +12,9 @@ def test_nightly_deployment_declaration():
     assert nightly["schedules"] == [{"cron": "0 2 * * *", "timezone": "America/New_York", "active": True}]
     assert nightly["concurrency_limit"]["limit"] == 1
     assert nightly["work_pool"]["name"] == "nightly-pool"
-    from flows.config import resolve_config
+    from flows.core.config import RunConfig
 
-    resolve_config(**nightly["parameters"])  # the default parameters are valid
+    RunConfig.resolve(nightly["parameters"].get("preset"), nightly["parameters"]["overrides"])  # valid parameters
 
 
 def test_entrypoint_loads_the_flow():
@@ -23,7 +23,7 @@ def test_entrypoint_loads_the_flow():
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     flow = load_flow_from_entrypoint(str(ROOT / spec["deployments"][0]["entrypoint"]))
     assert flow.name == "nightly"
-    assert {"preset", "source", "model", "epochs", "lr", "seed"} <= set(flow.parameters.properties)
+    assert set(flow.parameters.properties) == {"preset", "overrides"}
 
 
 def test_weekly_sweep_deployment_declaration():

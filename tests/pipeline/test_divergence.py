@@ -12,10 +12,10 @@ SETTINGS = dict(source="sp500", n_values=900, window=20, test_size=60, hidden_si
 def test_divergence_fails_clearly_and_clipping_prevents_it(harness, seeded_cache):
     from mlflow import MlflowClient
 
-    from flows import tracking
+    from flows.runtime import tracking
     from flows.nightly import nightly
 
-    state = nightly(**SETTINGS, grad_clip=0, return_state=True)
+    state = nightly(overrides={**SETTINGS, "grad_clip": 0}, return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception, match=r"training diverged at epoch \d+: .*try a smaller --lr or --grad-clip"):
         state.result()
@@ -25,7 +25,7 @@ def test_divergence_fails_clearly_and_clipping_prevents_it(harness, seeded_cache
     (failed,) = c.search_runs([exp.experiment_id])
     assert failed.info.status == "FAILED"
 
-    clipped = nightly(**SETTINGS, grad_clip=1.0)
-    run = c.get_run(clipped["run_id"])
+    clipped = nightly(overrides={**SETTINGS, "grad_clip": 1.0})
+    run = c.get_run(clipped.run_id)
     assert run.data.metrics["epochs_run"] == 30 and run.data.params["grad_clip"] == "1.0"
-    assert [str(v.version) for v in c.search_model_versions("name = 'divergence-model'")] == [clipped["version"]]
+    assert [str(v.version) for v in c.search_model_versions("name = 'divergence-model'")] == [clipped.version]

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS_DIR", ROOT / "test-artifacts" / "e2e"))
-STAGES = {"load_series", "make_windows", "train_model", "evaluate_model", "write_report"}
+STAGES = {"load_series", "make_windows", "train_model", "evaluate_model", "log_results", "publish_model", "write_report"}
 PARAMS = dict(source="sp500", n_values=900, window=20, test_size=60, hidden_size=6, epochs=3, seed=1,
               experiment="e2e", model_name="e2e-forecaster")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -117,7 +117,7 @@ def _run_deployment(api_url: str):
             assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules] == \
                 [("0 2 * * *", "America/New_York", True)]
             assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
-            flow_run = run_deployment("nightly/nightly", parameters=PARAMS, timeout=0, as_subflow=False)
+            flow_run = run_deployment("nightly/nightly", parameters={"overrides": PARAMS}, timeout=0, as_subflow=False)
             deadline = time.monotonic() + 600
             while True:
                 flow_run = client.read_flow_run(flow_run.id)

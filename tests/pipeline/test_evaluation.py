@@ -2,35 +2,40 @@
 import numpy as np
 import pytest
 
-from flows import evaluation as ev
-from flows.config import resolve_config
-from flows.model_io import load_forecaster, save_forecaster
-from flows.training import train
-from flows.windowing import make_windows
+from flows.core import evaluation as ev
+from flows.core.config import RunConfig
+from flows.core.model_io import load_forecaster, save_forecaster
+from flows.core.training import train
 from nncore import RecurrentForecaster
+
+from .helpers import cut
+
+
+def fit(cfg, windows):
+    return train(windows, cfg.model, cfg.training)
 
 
 def test_metrics_on_a_worked_example():
     actual = np.array([[10.0], [12.0], [11.0], [13.0]])
     last = np.array([9.0, 10.0, 12.0, 11.0])
     pred = np.array([[11.0], [11.0], [11.5], [13.0]])
-    m = ev.metrics(actual, pred, last, naive_mae=1.5, insample_scale=2.0)
+    m = ev.scores(actual, pred, last, naive_mae=1.5, insample_scale=2.0)
     err = np.array([1.0, -1.0, 0.5, 0.0])
-    assert m["mae"] == pytest.approx(0.625)
-    assert m["mse"] == pytest.approx(np.mean(err ** 2)) and m["rmse"] == pytest.approx(np.sqrt(np.mean(err ** 2)))
-    assert m["mape"] == pytest.approx(100 * np.mean(np.abs(err) / actual[:, 0]))
-    assert m["smape"] == pytest.approx(100 * np.mean(2 * np.abs(err) / (np.abs(actual[:, 0]) + np.abs(pred[:, 0]))))
-    assert m["mase"] == pytest.approx(0.625 / 1.5) and m["mase_insample"] == pytest.approx(0.625 / 2.0)
+    assert m.mae == pytest.approx(0.625)
+    assert m.mse == pytest.approx(np.mean(err ** 2)) and m.rmse == pytest.approx(np.sqrt(np.mean(err ** 2)))
+    assert m.mape == pytest.approx(100 * np.mean(np.abs(err) / actual[:, 0]))
+    assert m.smape == pytest.approx(100 * np.mean(2 * np.abs(err) / (np.abs(actual[:, 0]) + np.abs(pred[:, 0]))))
+    assert m.mase == pytest.approx(0.625 / 1.5) and m.mase_insample == pytest.approx(0.625 / 2.0)
     # directions: up/up, up/up, down/down, up/up -> all right
-    assert m["directional_accuracy"] == 1.0
-    m2 = ev.metrics(actual, np.array([[8.0], [11.0], [13.0], [11.0]]), last, 1.5, 2.0)
+    assert m.directional_accuracy == 1.0
+    m2 = ev.scores(actual, np.array([[8.0], [11.0], [13.0], [11.0]]), last, 1.5, 2.0)
     # down/up wrong, up/up right, up/down wrong, flat/up wrong
-    assert m2["directional_accuracy"] == 0.25
+    assert m2.directional_accuracy == 0.25
 
 
 def test_baselines():
     values = np.array([100.0, 101, 103, 102, 106, 108, 107, 111, 115, 114, 118, 120])
-    w = make_windows(values, window=3, horizon=2, test_size=3, train_size=3, target="level", dtype=np.float64)
+    w = cut(values, np.float64, window=3, horizon=2, test_size=3, train_size=3)
     naive = ev.naive_forecast(w.test, 2)
     np.testing.assert_array_equal(naive, np.repeat(w.test.last[:, None], 2, axis=1))
     drift = ev.drift_forecast(w.test, values, 2)
@@ -43,21 +48,23 @@ def test_baselines():
 def trained():
     rng = np.random.default_rng(2)
     values = 50 + np.cumsum(rng.normal(size=600))
-    cfg = resolve_config(window=16, test_size=40, hidden_size=6, epochs=5, lr=0.01, seed=1, target="delta",
-                         model="gru")
-    w = make_windows(values, cfg.window, test_size=cfg.test_size, target=cfg.target)
-    return cfg, w, train(cfg, w)
+    cfg = RunConfig.resolve(None, dict(window=16, test_size=40, hidden_size=6, epochs=5, lr=0.01, seed=1,
+                                       target="delta", model="gru"))
+    w = cut(values, target="delta", window=16, test_size=40)
+    return cfg, w, fit(cfg, w)
 
 
 def test_evaluate_reports_every_metric_for_model_modes_and_baselines(trained):
     cfg, w, result = trained
     out = ev.evaluate(result.model, w)
     for name in ("model", "carried", "naive", "drift"):
-        assert set(out[name]) == set(ev.METRICS)
-        assert out["predictions"][name].shape == (40, 1)
-    assert out["naive"]["mase"] == pytest.approx(1.0)
+        assert set(getattr(out, name).as_metrics("")) == set(ev.METRICS)
+        assert out.predictions[name].shape == (40, 1)
+    assert out.naive.mase == pytest.approx(1.0)
+    assert set(out.metrics()) == {p + m for p in ("test_", "carried_test_", "naive_test_", "drift_test_")
+                                  for m in ev.METRICS}
     expected = w.to_levels(result.model.forward(w.test.X)[0], w.test.last)
-    np.testing.assert_allclose(out["predictions"]["model"], expected)
+    np.testing.assert_allclose(out.predictions["model"], expected)
 
 
 def test_carried_mode_equals_one_window_at_a_time_with_the_state_passed_on(trained):
@@ -81,8 +88,8 @@ def test_saved_model_reproduces_predictions_and_loads_without_pickle(trained, tm
     with np.load(tmp_path / "weights.npz", allow_pickle=False) as f:
         assert sorted(f.files) == sorted(result.model.params)
     loaded = load_forecaster(tmp_path)
-    raw = w.values[-cfg.window:]
-    np.testing.assert_array_equal(loaded.predict(raw), ev.forecast_next(result.model, w, w.values, np.float32)[None])
+    raw = w.values[-w.window:]
+    np.testing.assert_array_equal(loaded.predict(raw), ev.forecast_next(result.model, w).values[None])
     with pytest.raises(ValueError, match=r"expected windows of shape \(n, 16\)"):
         loaded.predict(np.zeros((2, 15)))
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -92,19 +99,19 @@ def test_saved_model_reproduces_predictions_and_loads_without_pickle(trained, tm
 def test_mlp_modes_coincide():
     rng = np.random.default_rng(3)
     values = 10 + np.cumsum(rng.normal(size=300))
-    cfg = resolve_config(model="mlp", window=8, test_size=20, epochs=2, hidden_size=4)
-    w = make_windows(values, cfg.window, test_size=cfg.test_size, target=cfg.target)
-    out = ev.evaluate(train(cfg, w).model, w)
-    assert out["model"] == out["carried"]
+    cfg = RunConfig.resolve(None, dict(model="mlp", window=8, test_size=20, epochs=2, hidden_size=4))
+    w = cut(values, target=cfg.windows.target, window=8, test_size=20)
+    out = ev.evaluate(fit(cfg, w).model, w)
+    assert out.model == out.carried
 
 
 def test_a_random_model_on_levels_does_not_look_like_naive():
     """Guards the MASE definition: an untrained model's MASE is far from 1."""
     rng = np.random.default_rng(4)
     values = 100 + np.cumsum(rng.normal(size=400))
-    w = make_windows(values, 10, test_size=30, target="level")
+    w = cut(values, window=10, test_size=30)
     out = ev.evaluate(RecurrentForecaster("rnn", 4, dtype=np.float32, rng=0), w)
-    assert out["model"]["mase"] > 2
+    assert out.model.mase > 2
 
 
 class _Payload:

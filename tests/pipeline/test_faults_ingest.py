@@ -239,16 +239,16 @@ def champion(harness, seeded_cache) -> str:
     """One successful short run of the flow, so that ``MODEL_NAME`` has a champion; returns its version."""
     from flows.nightly import nightly
 
-    state = nightly(**CONFIG, return_state=True)
+    state = nightly(overrides=CONFIG, return_state=True)
     assert state.is_completed(), state
     summary = state.result()
-    assert summary["status"] == "champion"
-    return summary["version"]
+    assert summary.status == "champion"
+    return summary.version
 
 
 def registry_state() -> tuple[list[str], str]:
     """The model's version numbers and the version the ``champion`` alias points at."""
-    from flows import tracking
+    from flows.runtime import tracking
 
     c = tracking.client()
     versions = sorted(str(mv.version) for mv in c.search_model_versions(f"name='{MODEL_NAME}'"))
@@ -256,23 +256,24 @@ def registry_state() -> tuple[list[str], str]:
 
 
 def failing_task(error: BaseException) -> str:
-    """The task of ``flows/nightly.py`` that raised ``error``: the innermost frame of that module.
+    """The task (of ``flows/tasks.py``) that raised ``error`` inside the nightly flow, from the traceback.
 
     Read from the traceback, not from the Prefect API: Prefect 3 records task-run states through
     events that the server processes asynchronously, so right after the flow returns the API may
     still show the task as running.
     """
     import flows.nightly
+    import flows.tasks
 
-    names = [frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__)
-             if frame.f_code.co_filename == flows.nightly.__file__]
-    assert names and names[0] == "nightly", names  # raised through the flow
-    return names[-1]
+    frames = [(frame.f_code.co_filename, frame.f_code.co_name) for frame, _ in traceback.walk_tb(error.__traceback__)]
+    assert (flows.nightly.__file__, "nightly") in frames, frames  # raised through the flow
+    tasks = [name for file, name in frames if file == flows.tasks.__file__]
+    return tasks[0]  # the task function itself (further frames would be helpers it called)
 
 
 def mlflow_run_of(flow_run_id):
     """The MLflow run the flow created (tagged with the Prefect flow run id)."""
-    from flows import tracking
+    from flows.runtime import tracking
 
     c = tracking.client()
     experiment_id = c.get_experiment_by_name(EXPERIMENT).experiment_id
@@ -290,12 +291,13 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------------------------
 def test_base_series_is_valid_and_long_enough():
     """The faults below are the only problems: the unmodified base file loads and windows cleanly."""
-    from flows.ingest import parse_csv
-    from flows.windowing import make_windows
+    from flows.core.config import WindowSpec
+    from flows.core.ingest import parse_csv
+    from flows.core.windowing import make_windows
 
     dates, values = parse_csv(to_csv(base_rows()), "base", max_gap_days=5, positive=True)
     assert len(values) == N_ROWS and np.all(np.diff(dates).astype(int) > 0)
-    w = make_windows(values[-CONFIG["n_values"]:], CONFIG["window"], test_size=CONFIG["test_size"], target="return")
+    w = make_windows(values[-CONFIG["n_values"]:], WindowSpec(window=CONFIG["window"], test_size=CONFIG["test_size"]))
     assert len(w.test) == CONFIG["test_size"]
 
 
@@ -304,9 +306,9 @@ def test_bad_source_fails_the_flow_and_leaves_the_registry_alone(make_source, ov
                                                                  champion, tmp_path, monkeypatch,
                                                                  request):
     """The flow fails in the validating task with the problem and its line; registry, champion and cache stay."""
-    from flows.ingest import DataError
+    from flows.core.sources import DataError
+    from flows.core.windowing import WindowingError
     from flows.nightly import nightly
-    from flows.windowing import WindowingError
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -317,7 +319,7 @@ def test_bad_source_fails_the_flow_and_leaves_the_registry_alone(make_source, ov
     html_hits = _HtmlHandler.hits
     assert registry_before[1] == champion
 
-    state = nightly(**{**CONFIG, **overrides, "source": source}, return_state=True)
+    state = nightly(overrides={**CONFIG, **overrides, "source": source}, return_state=True)
 
     assert state.is_failed(), state
     error = state.result(raise_on_failure=False)

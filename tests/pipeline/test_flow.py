@@ -14,12 +14,16 @@ SHORT = dict(source="sp500", n_values=900, window=20, test_size=60, hidden_size=
 def first_run(harness, seeded_cache):
     from flows.nightly import nightly
 
-    state = nightly(**SHORT, return_state=True)
+    state = nightly(overrides=SHORT, return_state=True)
     assert state.is_completed(), state
     return state
 
 
-def test_flow_runs_the_five_stages(first_run):
+STAGES = ["evaluate_model", "load_series", "log_results", "make_windows", "publish_model", "train_model",
+          "write_report"]
+
+
+def test_flow_runs_the_seven_stages(first_run):
     from prefect import get_client
 
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -31,23 +35,23 @@ def test_flow_runs_the_five_stages(first_run):
         deadline = time.monotonic() + 60
         while True:
             task_runs = client.read_task_runs(flow_run_filter=only_this)
-            if (len(task_runs) == 5 and all(tr.state and tr.state.is_final() for tr in task_runs)) \
+            if (len(task_runs) == len(STAGES) and all(tr.state and tr.state.is_final() for tr in task_runs)) \
                     or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs)
-    assert names == ["evaluate_model", "load_series", "make_windows", "train_model", "write_report"]
+    assert names == STAGES
     assert all(tr.state.is_completed() for tr in task_runs)
 
 
 def test_mlflow_run_has_params_epoch_metrics_final_metrics_tags_and_figures(first_run):
     from mlflow import MlflowClient
 
-    from flows import tracking
+    from flows.runtime import tracking
 
     summary = first_run.result()
     client = MlflowClient(tracking.tracking_uri())
-    run = client.get_run(summary["run_id"])
+    run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["window"] == "20" and run.data.params["epochs"] == "4" and run.data.params["model"] == "rnn"
     history = client.get_metric_history(run.info.run_id, "train_loss")
@@ -57,7 +61,7 @@ def test_mlflow_run_has_params_epoch_metrics_final_metrics_tags_and_figures(firs
     for prefix in ("test_", "carried_test_", "naive_test_", "drift_test_"):
         for metric in ("mse", "rmse", "mae", "mape", "smape", "mase", "directional_accuracy"):
             assert np.isfinite(run.data.metrics[prefix + metric]), prefix + metric
-    assert run.data.metrics["test_mae"] == pytest.approx(summary["test_mae"])
+    assert run.data.metrics["test_mae"] == pytest.approx(summary.test_mae)
     assert run.data.metrics["naive_test_mase"] == pytest.approx(1.0)
     tags = run.data.tags
     assert tags["data_sha256"] == "80c6aeb546bad43fb68b2facdb1972c2693e565838d45d8fe0eae0715f177c32"
@@ -70,49 +74,66 @@ def test_mlflow_run_has_params_epoch_metrics_final_metrics_tags_and_figures(firs
 def test_model_is_registered_as_champion_and_reproduces_the_forecast(first_run):
     import mlflow
 
-    from flows import tracking
+    from flows.runtime import tracking
 
     summary = first_run.result()
     tracking.client()
     mv = mlflow.MlflowClient().get_model_version_by_alias(SHORT["model_name"], "champion")
-    assert str(mv.version) == summary["version"] and summary["status"] == "champion"
+    assert str(mv.version) == summary.version and summary.status == "champion"
     model = mlflow.pyfunc.load_model(f"models:/{SHORT['model_name']}@champion")
-    from flows.ingest import load_series
+    from flows.core.config import DataSpec
+    from flows.core.ingest import load_series
 
-    values = load_series("sp500").values
+    values = load_series(DataSpec()).values
     forecast = model.predict(values[-SHORT["window"]:][None, :])
-    np.testing.assert_allclose(forecast[0], summary["forecast"]["values"], rtol=1e-6)
+    np.testing.assert_allclose(forecast[0], summary.forecast.values, rtol=1e-6)
 
 
-def test_report_artifact_and_a_worse_model_becomes_challenger(first_run):
+def test_report_and_config_artifacts(first_run):
     from prefect import get_client
-
-    from flows.nightly import nightly
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
-    report = [a for a in artifacts if a.key == "nightly-report"]
-    assert report and "| naive (tomorrow = today) |" in report[-1].data and "data:image/png;base64," in report[-1].data
-    # one epoch on a different seed: a worse test MAE leaves the champion where it was
+        only_this = FlowRunFilter(id=FlowRunFilterId(any_=[first_run.state_details.flow_run_id]))
+        artifacts = {a.key: a for a in client.read_artifacts(flow_run_filter=only_this)}
+    report = artifacts["nightly-report"].data
+    assert "| naive (tomorrow = today) |" in report and "data:image/png;base64," in report
+    assert f"`{SHORT['model_name']}` version {first_run.result().version} is the **champion**" in report
+    # every parameter of the run, resolved, with where its value came from
+    from flows.core.config import PARAMETERS
+
+    rows = {r["parameter"]: r for r in __import__("json").loads(artifacts["run-config"].data)}
+    assert set(rows) == set(PARAMETERS)
+    assert rows["window"]["value"] == "20" and rows["window"]["from"] == "given"
+    assert rows["dtype"]["value"] == "'float32'" and rows["dtype"]["from"] == "default"
+
+
+def test_a_worse_model_becomes_challenger_and_the_champion_stays(first_run):
+    """The second model cannot be better: one epoch at a learning rate of 1e-6 leaves its initial weights,
+    and on levels (min-max scaled prices) those forecast far from the prices; the champion must not move."""
+    from flows.nightly import nightly
+    from flows.runtime import tracking
+
     first = first_run.result()
-    second = nightly(**{**SHORT, "epochs": 1, "seed": 9, "lr": 0.001})
-    if second["test_mae"] >= first["test_mae"]:
-        assert second["status"] == "challenger" and second["previous_version"] == first["version"]
-    else:
-        assert second["status"] == "champion"
+    second = nightly(overrides={**SHORT, "epochs": 1, "lr": 1e-6, "target": "level", "seed": 9})
+    assert second.test_mae > 2 * first.test_mae  # the premise: clearly worse
+    assert second.status == "challenger" and second.previous_version == first.version
+    champion = tracking.client().get_model_version_by_alias(SHORT["model_name"], "champion")
+    assert str(champion.version) == first.version
 
 
 def test_failed_flow_marks_the_mlflow_run_failed_and_registers_nothing(harness, seeded_cache, tmp_path):
     from mlflow import MlflowClient
 
-    from flows import tracking
+    from flows.runtime import tracking
     from flows.nightly import nightly
 
     bad = tmp_path / "bad.csv"
     bad.write_text("ds,y\n2020-01-01,1\n2020-01-02,oops\n")
-    state = nightly(**{**SHORT, "source": str(bad), "model_name": "never-registered"}, return_state=True)
+    state = nightly(overrides={**SHORT, "source": str(bad), "model_name": "never-registered"}, return_state=True)
     assert state.is_failed()
-    assert "line 3: value 'oops'" in str(state.message) or "line 3" in repr(state.result(raise_on_failure=False))
+    error = state.result(raise_on_failure=False)
+    assert f"{bad} line 3: value 'oops' in column 'y' is not a number" == str(error)
     client = MlflowClient(tracking.tracking_uri())
     assert not client.search_registered_models(filter_string="name='never-registered'")
     runs = client.search_runs([client.get_experiment_by_name("flow-test").experiment_id],

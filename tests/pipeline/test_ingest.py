@@ -1,16 +1,19 @@
 """Ingestion: validation errors name the source, line and problem; the cache; downloads over real HTTP."""
 import hashlib
-import http.server
-import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from flows import ingest
-from flows.ingest import DataError, load_series, parse_csv
+from flows.core import ingest, sources
+from flows.core.config import DataSpec
+from flows.core.ingest import parse_csv
+from flows.core.sources import DataError, SourceUnavailable
+
+
+def load_series(source, **spec):
+    """``ingest.load_series`` of a :class:`DataSpec` (no gap limit unless given)."""
+    return ingest.load_series(DataSpec(source=source, **{"max_gap_days": 0, **spec}))
 
 GOOD = b"ds,y\n2020-01-01,1.0\n2020-01-02,2.5\n2020-01-03,3.0\n"
 
@@ -72,9 +75,9 @@ def test_registered_source_is_read_from_the_seeded_cache_without_network(seeded_
     def no_network(*a, **k):
         raise AssertionError("network used although the cache is seeded")
 
-    monkeypatch.setattr(ingest.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", no_network)
     s = load_series("sp500")
-    entry = ingest.registered_sources()["sp500"]
+    entry = sources.registered_sources()["sp500"]
     assert s.sha256 == entry["sha256"]
     assert len(s) == 7322 and str(s.dates[0]) == "1979-04-11" and str(s.dates[-1]) == "2008-04-11"
 
@@ -89,41 +92,6 @@ def test_cached_file_with_wrong_checksum_is_an_error(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # Downloads from a real HTTP server on loopback
 # ----------------------------------------------------------------------------------------------
-class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict = {}
-    hits: dict = {}
-
-    def do_GET(self):  # noqa: N802
-        self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        status, ctype, body = self.routes[self.path](self.hits[self.path])
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            return  # the client gave up first (the time-out test): nothing to report
-        super().handle_error(request, client_address)
-
-
-@pytest.fixture
-def http_server():
-    _Handler.routes, _Handler.hits = {}, {}
-    server = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _Handler
-    server.shutdown()
-    server.server_close()
-
-
 def test_url_source_is_downloaded_and_parsed(http_server, tmp_path, monkeypatch):
     base, handler = http_server
     monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(tmp_path))
@@ -132,26 +100,17 @@ def test_url_source_is_downloaded_and_parsed(http_server, tmp_path, monkeypatch)
     np.testing.assert_array_equal(s.values, [1.0, 2.5, 3.0])
 
 
-@pytest.mark.fault(fault="a download that fails twice (HTTP 503), then succeeds",
-                   did="retried with exponential backoff; the third attempt succeeded",
-                   kept="the cache replaced only by the complete, verified file")
-def test_transient_failures_are_retried_then_succeed(http_server, tmp_path):
-    base, handler = http_server
-    handler.routes["/flaky.csv"] = lambda n: (503, "text/plain", b"busy") if n < 3 else (200, "text/csv", GOOD)
-    dest = ingest.download(base + "/flaky.csv", tmp_path / "flaky.csv", retries=3, backoff=0.01)
-    assert dest.read_bytes() == GOOD and handler.hits["/flaky.csv"] == 3
-
-
-@pytest.mark.fault(fault="a download that keeps failing (HTTP 500)",
-                   did="3 attempts with backoff, then an error naming the URL and the last failure",
-                   kept="the previous cached file, byte for byte; no partial file")
-def test_persistent_failure_fails_clearly_and_leaves_the_cache_alone(http_server, tmp_path):
+def test_an_unreachable_source_is_an_io_error_and_leaves_the_cache_alone(http_server, tmp_path):
+    """HTTP 5xx or a refused connection: one attempt, SourceUnavailable (an OSError, which the task retries)."""
     base, handler = http_server
     handler.routes["/down.csv"] = lambda n: (500, "text/plain", b"oops")
     dest = tmp_path / "down.csv"
     dest.write_bytes(GOOD)  # an earlier good copy
-    with pytest.raises(DataError, match=r"download failed after 3 attempts"):
-        ingest.download(base + "/down.csv", dest, retries=2, backoff=0.01)
+    with pytest.raises(SourceUnavailable, match=r"/down\.csv: download failed with HTTP 500") as exc:
+        sources.download(base + "/down.csv", dest)
+    assert isinstance(exc.value, OSError) and handler.hits["/down.csv"] == 1
+    with pytest.raises(SourceUnavailable, match=r"127\.0\.0\.1:9/x\.csv: download failed: .*refused"):
+        sources.download("http://127.0.0.1:9/x.csv", dest)
     assert dest.read_bytes() == GOOD
     assert [p.name for p in tmp_path.iterdir()] == ["down.csv"]  # no partial file left behind
 
@@ -166,17 +125,14 @@ def test_checksum_mismatch_and_html_page_never_replace_the_cache(http_server, tm
     dest = tmp_path / "data.csv"
     dest.write_bytes(GOOD)
     with pytest.raises(DataError, match="checksum mismatch"):
-        ingest.download(base + "/changed.csv", dest, sha256=hashlib.sha256(GOOD).hexdigest())
+        sources.download(base + "/changed.csv", dest, sha256=hashlib.sha256(GOOD).hexdigest())
     with pytest.raises(DataError, match="returned an HTML page"):
-        ingest.download(base + "/login", dest)
+        sources.download(base + "/login", dest)
     assert dest.read_bytes() == GOOD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
 
 
-@pytest.mark.fault(fault="a download that times out",
-                   did="each attempt abandoned after the timeout, retried, then an error saying it timed out",
-                   kept="the previous cached file; no partial file")
-def test_a_server_that_does_not_answer_times_out_and_is_retried(http_server, tmp_path):
+def test_a_server_that_does_not_answer_times_out(http_server, tmp_path):
     base, handler = http_server
 
     def slow(n):
@@ -186,18 +142,18 @@ def test_a_server_that_does_not_answer_times_out_and_is_retried(http_server, tmp
     handler.routes["/slow.csv"] = slow
     dest = tmp_path / "slow.csv"
     dest.write_bytes(b"ds,y\n2019-01-01,1\n")
-    with pytest.raises(DataError, match=r"download failed after 2 attempts: .*timed out"):
-        ingest.download(base + "/slow.csv", dest, timeout=0.3, retries=1, backoff=0.01)
-    assert handler.hits["/slow.csv"] == 2
+    with pytest.raises(SourceUnavailable, match=r"download failed: .*timed out"):
+        sources.download(base + "/slow.csv", dest, timeout=0.3)
+    assert handler.hits["/slow.csv"] == 1
     assert dest.read_bytes() == b"ds,y\n2019-01-01,1\n" and [p.name for p in tmp_path.iterdir()] == ["slow.csv"]
 
 
-def test_not_found_is_not_retried(http_server, tmp_path):
+def test_not_found_is_bad_data(http_server, tmp_path):
     base, handler = http_server
     handler.routes["/missing.csv"] = lambda n: (404, "text/plain", b"no")
     with pytest.raises(DataError, match="HTTP 404"):
-        ingest.download(base + "/missing.csv", tmp_path / "m.csv", retries=3, backoff=0.01)
-    assert handler.hits["/missing.csv"] == 1
+        sources.download(base + "/missing.csv", tmp_path / "m.csv")
+    assert handler.hits["/missing.csv"] == 1 and not (tmp_path / "m.csv").exists()
 
 
 def test_registered_source_downloads_once_into_the_cache(http_server, tmp_path, monkeypatch, seeded_cache):
@@ -205,8 +161,8 @@ def test_registered_source_downloads_once_into_the_cache(http_server, tmp_path, 
     base, handler = http_server
     data = (seeded_cache / "SP500_Datos.csv").read_bytes()
     handler.routes["/SP500_Datos.csv"] = lambda n: (200, "text/csv", data)
-    entry = dict(ingest.registered_sources()["sp500"], url=base + "/SP500_Datos.csv", mirrors=[])
-    monkeypatch.setattr(ingest, "registered_sources", lambda: {"sp500": entry})
+    entry = dict(sources.registered_sources()["sp500"], url=base + "/SP500_Datos.csv", mirrors=[])
+    monkeypatch.setattr(sources, "registered_sources", lambda: {"sp500": entry})
     monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(tmp_path))
     assert len(load_series("sp500")) == 7322
     assert len(load_series("sp500")) == 7322
@@ -219,8 +175,8 @@ def test_a_local_mirror_seeds_the_cache_and_a_bad_mirror_copy_is_an_error(tmp_pa
     mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     mirror.mkdir()
     (mirror / "SP500_Datos.csv").write_bytes(data)
-    entry = dict(ingest.registered_sources()["sp500"], url="http://127.0.0.1:9/unreachable", mirrors=[str(mirror)])
-    monkeypatch.setattr(ingest, "registered_sources", lambda: {"sp500": entry})
+    entry = dict(sources.registered_sources()["sp500"], url="http://127.0.0.1:9/unreachable", mirrors=[str(mirror)])
+    monkeypatch.setattr(sources, "registered_sources", lambda: {"sp500": entry})
     monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(cache))
     assert len(load_series("sp500")) == 7322
     assert (cache / "SP500_Datos.csv").read_bytes() == data

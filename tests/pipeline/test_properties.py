@@ -2,7 +2,7 @@
 
 Series are positive random walks in log space, ``start · exp(cumsum(steps))``; the first two
 steps are fixed (+0.02, −0.01) so that no training part is constant (a constant training part is a
-separate, documented error of :class:`flows.windowing.Scaler`). Windows, horizons, split sizes,
+separate, documented error of the transforms in :mod:`flows.core.transforms`). Windows, horizons, split sizes,
 targets and dtypes are drawn together so that every drawn problem is just long enough or longer.
 """
 from __future__ import annotations
@@ -14,7 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.windowing import TARGETS, WindowingError, make_windows
+from flows.core.transforms import TRANSFORMS
+from flows.core.windowing import WindowingError
+
+from .helpers import cut
+
+TARGETS = tuple(TRANSFORMS)
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)  # deterministic and quick
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -35,8 +40,8 @@ class Problem:
     dtype: type
 
     def windows(self, values: np.ndarray | None = None):
-        return make_windows(self.values if values is None else values, self.window, self.horizon, self.test_size,
-                            self.train_size, target=self.target, dtype=self.dtype)
+        return cut(self.values if values is None else values, self.dtype, self.target, window=self.window,
+                   horizon=self.horizon, test_size=self.test_size, train_size=self.train_size)
 
 
 def minimum_length(window: int, horizon: int, test_size: int, train_size: int, n_val: int = 1) -> int:
@@ -200,8 +205,8 @@ def test_a_series_too_short_for_the_splits_is_an_error_and_one_more_value_is_eno
     values = walk(data.draw, need)
     short = data.draw(st.integers(0, need - 1))
     with pytest.raises(WindowingError, match=r"^series too short: .* need at least \d+ values"):
-        make_windows(values[:short], window, horizon, test_size, train_size, target="level")
-    w = make_windows(values, window, horizon, test_size, train_size, target="level")
+        cut(values[:short], window=window, horizon=horizon, test_size=test_size, train_size=train_size)
+    w = cut(values, window=window, horizon=horizon, test_size=test_size, train_size=train_size)
     assert (len(w.train), len(w.val), len(w.test)) == (train_size, 1, test_size)
 
 
@@ -210,9 +215,9 @@ def test_the_length_the_too_short_error_asks_for_is_enough(window, horizon, test
     """The message's 'need at least N values' (val_fraction split) is exactly the shortest length that works."""
     values = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, size=window + horizon + test_size + 10)))
     with pytest.raises(WindowingError) as exc:
-        make_windows(values[: window + horizon], window, horizon, test_size, target="level")
+        cut(values[: window + horizon], window=window, horizon=horizon, test_size=test_size)
     need = int(str(exc.value).rsplit("need at least ", 1)[1].split()[0])
     assert need <= len(values)
-    make_windows(values[:need], window, horizon, test_size, target="level")
+    cut(values[:need], window=window, horizon=horizon, test_size=test_size)
     with pytest.raises(WindowingError, match="series too short"):
-        make_windows(values[:need - 1], window, horizon, test_size, target="level")
+        cut(values[:need - 1], window=window, horizon=horizon, test_size=test_size)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import _server
+from flows.runtime import server
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT_ARGS = ["--source", "sp500", "--n-values", "900", "--window", "20", "--test-size", "60", "--hidden-size", "6",
@@ -45,14 +45,14 @@ def _gone(pid: int, timeout: float) -> bool:
 
 
 def test_start_early_leaves_a_configured_server_and_help_alone(monkeypatch):
-    monkeypatch.setattr(_server, "_server", None)
+    monkeypatch.setattr(server, "_server", None)
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    _server.start_early([])
-    assert _server._server is None and os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+    server.start_early([])
+    assert server._server is None and os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
     monkeypatch.delenv("PREFECT_API_URL")
-    _server.start_early(["--model", "gru", "--help"])
-    assert _server._server is None and "PREFECT_API_URL" not in os.environ
-    _server.wait_ready()  # nothing started: returns at once
+    server.start_early(["--model", "gru", "--help"])
+    assert server._server is None and "PREFECT_API_URL" not in os.environ
+    server.wait_ready()  # nothing started: returns at once
 
 
 @pytest.mark.flow
@@ -71,8 +71,8 @@ def test_temporary_server_dies_with_a_killed_parent(tmp_path):
     """SIGKILL skips atexit: the server must still go (PR_SET_PDEATHSIG), not linger on its port."""
     script = textwrap.dedent("""
         import sys, time
-        from flows import _server
-        s = _server.TemporaryServer()
+        from flows.runtime import server
+        s = server.TemporaryServer()
         s.wait_ready(120)
         print(s.process.pid, s.port, flush=True)
         time.sleep(600)

@@ -16,7 +16,7 @@ def test_expand_grid_validates_every_configuration_before_any_work():
     configs = expand_grid(grid, overrides={"window": 20})
     assert [label(c, grid) for c in configs] == ["model=rnn hidden_size=4", "model=rnn hidden_size=8",
                                                  "model=mlp hidden_size=4", "model=mlp hidden_size=8"]
-    assert all(c.window == 20 for c in configs)
+    assert all(c.windows.window == 20 for c in configs)
     with pytest.raises(ValueError, match="unknown parameter 'hiden'"):
         expand_grid({"hiden": [1]})
     with pytest.raises(ValueError, match="model"):
@@ -56,7 +56,10 @@ def test_sweep_on_a_two_worker_local_cluster(seeded_cache):
     assert sorted(r.info.run_name for r in children) == ["model=mlp", "model=rnn"]
     assert all(r.info.status == "FINISHED" for r in [parent, *children])
     assert parent.data.params["folds"] == "2" and parent.data.params["configurations"] == "2"
-    assert parent.data.tags["best_config"] in {"model=rnn", "model=mlp"}
+    # the best configuration is the one with the lowest mean test MAE over the folds, whichever that is
+    best = min(children, key=lambda r: r.data.metrics["mean_test_mae"])
+    assert parent.data.tags["best_config"] == best.info.run_name and parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_mean_test_mae"] == best.data.metrics["mean_test_mae"]
     assert {"comparison.csv", "comparison.md", "comparison.png"} <= {a.path for a in c.list_artifacts(parent.info.run_id)}
     for child in children:
         m = child.data.metrics

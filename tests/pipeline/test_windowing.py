@@ -2,14 +2,16 @@
 import numpy as np
 import pytest
 
-from flows.config import PRESETS
-from flows.windowing import WindowingError, make_windows
+from flows.core.config import PRESETS
+from flows.core.windowing import WindowingError
+
+from .helpers import cut
 
 
 def test_notebook_preset_split_sizes(sp500):
     p = PRESETS["notebook"]
     values = sp500.tail(p["n_values"]).values
-    w = make_windows(values, p["window"], 1, p["test_size"], p["train_size"], target="level")
+    w = cut(values, window=p["window"], horizon=1, test_size=p["test_size"], train_size=p["train_size"])
     assert (len(w.train), len(w.val), len(w.test)) == (4900, 1560, 300)
     assert w.train.X.shape == (4900, 240, 1) and w.test.y.shape == (300, 1)
     assert w.train.X.dtype == np.float32
@@ -19,7 +21,7 @@ def test_notebook_preset_split_sizes(sp500):
 
 def test_windows_and_targets_are_aligned():
     values = np.arange(100, dtype=float) * 2 + 5
-    w = make_windows(values, window=10, horizon=3, test_size=5, train_size=60, target="level")
+    w = cut(values, window=10, horizon=3, test_size=5, train_size=60, target="level")
     for split in (w.train, w.val, w.test):
         raw_inputs = w.scaler.decode(split.X[:, :, 0], split.last)
         i = split.index
@@ -40,9 +42,9 @@ def test_transform_is_fitted_on_the_training_part_only(target):
     rng = np.random.default_rng(0)
     values = 100 + np.cumsum(rng.normal(size=400))
     spiked = values.copy()
-    w = make_windows(values, window=20, test_size=50, train_size=250, target=target)
+    w = cut(values, window=20, test_size=50, train_size=250, target=target)
     spiked[w.train_end:] *= 3  # anything after the last training target
-    w2 = make_windows(spiked, window=20, test_size=50, train_size=250, target=target)
+    w2 = cut(spiked, window=20, test_size=50, train_size=250, target=target)
     assert w2.scaler == w.scaler
     np.testing.assert_array_equal(w2.train.X, w.train.X)
     np.testing.assert_array_equal(w2.train.y, w.train.y)
@@ -51,7 +53,7 @@ def test_transform_is_fitted_on_the_training_part_only(target):
 def test_min_max_covers_exactly_the_training_values():
     rng = np.random.default_rng(0)
     values = 100 + np.cumsum(rng.normal(size=400))
-    w = make_windows(values, window=20, test_size=50, train_size=250)
+    w = cut(values, window=20, test_size=50, train_size=250)
     assert w.scaler.lo == values[: w.train_end].min() and w.scaler.hi == values[: w.train_end].max()
     assert w.train.X.max() <= 1 and w.train.X.min() >= 0
 
@@ -60,21 +62,21 @@ def test_min_max_covers_exactly_the_training_values():
 @pytest.mark.parametrize("horizon", [1, 4])
 def test_to_levels_inverts_the_targets(target, horizon):
     values = 50 + np.cumsum(np.random.default_rng(1).normal(size=300))
-    w = make_windows(values, window=12, horizon=horizon, test_size=30, target=target, dtype=np.float64)
+    w = cut(values, window=12, horizon=horizon, test_size=30, target=target, dtype=np.float64)
     for split in (w.train, w.val, w.test):
         np.testing.assert_allclose(w.to_levels(split.y, split.last), split.actual, rtol=1e-12)
 
 
 def test_delta_and_return_see_each_window_relative_to_its_last_value():
     values = np.array([10.0, 12, 11, 15, 14, 18, 20, 19, 25, 24, 30, 28])
-    w = make_windows(values, window=3, test_size=2, train_size=5, target="delta", dtype=np.float64)
+    w = cut(values, window=3, test_size=2, train_size=5, target="delta", dtype=np.float64)
     train_part = values[: w.train_end]
     assert w.scaler.scale == pytest.approx(np.std(np.diff(train_part)))
     np.testing.assert_allclose(w.train.y[:, 0], (w.train.actual[:, 0] - w.train.last) / w.scaler.scale)
     np.testing.assert_allclose(w.train.X[0, :, 0], (values[:3] - values[2]) / w.scaler.scale)
     assert np.all(w.train.X[:, -1, 0] == 0)
 
-    r = make_windows(values, window=3, test_size=2, train_size=5, target="return", dtype=np.float64)
+    r = cut(values, window=3, test_size=2, train_size=5, target="return", dtype=np.float64)
     assert r.scaler.scale == pytest.approx(np.std(np.diff(np.log(train_part))))
     np.testing.assert_allclose(r.test.y[:, 0], np.log(r.test.actual[:, 0] / r.test.last) / r.scaler.scale)
 
@@ -83,8 +85,8 @@ def test_level_shift_does_not_change_delta_inputs():
     """delta windows do not depend on the price level: the same shape 1000 points higher looks the same."""
     rng = np.random.default_rng(5)
     values = 100 + np.cumsum(rng.normal(size=300))
-    a = make_windows(values, window=10, test_size=20, target="delta")
-    b = make_windows(values + 1000, window=10, test_size=20, target="delta")
+    a = cut(values, window=10, test_size=20, target="delta")
+    b = cut(values + 1000, window=10, test_size=20, target="delta")
     np.testing.assert_allclose(a.train.X, b.train.X, atol=1e-5)
     np.testing.assert_allclose(a.test.y, b.test.y, atol=1e-5)
 
@@ -92,20 +94,20 @@ def test_level_shift_does_not_change_delta_inputs():
 def test_return_target_needs_positive_values():
     values = np.linspace(-5, 5, 200)
     with pytest.raises(WindowingError, match="target 'return' needs positive values; value -5.0 at position 0"):
-        make_windows(values, window=10, test_size=20, target="return")
+        cut(values, window=10, test_size=20, target="return")
 
 
 def test_too_short_series_names_the_requirement():
     # 40 test windows + 3 more (round(0.2 * 3) = 1 validation, 2 training): 53 values
     with pytest.raises(WindowingError, match=r"series too short: 50 values give 40 windows of 10 → 1.*need at least 53 values"):
-        make_windows(np.arange(50.0), window=10, test_size=40)
+        cut(np.arange(50.0), window=10, test_size=40)
     with pytest.raises(WindowingError, match="need at least 53 values"):
-        make_windows(np.arange(52.0), window=10, test_size=40)
-    make_windows(np.arange(53.0), window=10, test_size=40)
+        cut(np.arange(52.0), window=10, test_size=40)
+    cut(np.arange(53.0), window=10, test_size=40)
     with pytest.raises(WindowingError, match="series too short"):
-        make_windows(np.arange(400.0), window=10, test_size=40, train_size=350)
+        cut(np.arange(400.0), window=10, test_size=40, train_size=350)
 
 
 def test_constant_training_part_is_rejected():
     with pytest.raises(WindowingError, match="constant"):
-        make_windows(np.ones(100), window=5, test_size=10)
+        cut(np.ones(100), window=5, test_size=10)

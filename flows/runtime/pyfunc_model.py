@@ -7,7 +7,7 @@ next ``horizon`` values of each window, (n, horizon).
 import mlflow
 import numpy as np
 
-from flows.model_io import load_forecaster
+from flows.core.model_io import load_forecaster
 
 
 class ForecasterModel(mlflow.pyfunc.PythonModel):

@@ -12,7 +12,8 @@ import numpy as np
 
 from nncore import build_model
 
-from .windowing import Scaler, Windows
+from .transforms import transform_from_dict
+from .windowing import Windows
 
 WEIGHTS = "weights.npz"
 CONFIG = "config.json"
@@ -40,7 +41,7 @@ class Forecaster:
 
     def __init__(self, model, config: dict):
         self.model, self.config = model, config
-        self.scaler = Scaler(**config["scaler"])
+        self.scaler = transform_from_dict(config["scaler"])
         self.window, self.horizon = config["window"], config["horizon"]
 
     def predict(self, raw_windows) -> np.ndarray:

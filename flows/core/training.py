@@ -1,8 +1,8 @@
 """Training: Adam (or SGD) on full or shuffled mini-batches, clipping, best-validation weights, early stop.
 
-Pure function of (config, windows); the Prefect task wraps it and forwards the per-epoch
-metrics to MLflow through ``on_epoch`` and the checkpoints (every ``checkpoint_every`` epochs,
-see :mod:`flows.checkpoint`) through ``on_checkpoint``; ``resume`` continues from one.
+Pure function of (windows, model spec, training spec); the Prefect task wraps it and forwards the
+per-epoch metrics to MLflow through ``on_epoch`` and the checkpoints (every ``checkpoint_every``
+epochs, see :mod:`flows.core.checkpoint`) through ``on_checkpoint``; ``resume`` continues from one.
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import Callable
 
 import numpy as np
 
-from nncore import SGD, Adam, Regularization, build_model, clip_grad_norm, get_loss
+from nncore import OPTIMIZERS, Regularization, build_model, clip_grad_norm, get_loss
 
-from .config import PipelineConfig
+from .checkpoint import Checkpoint
+from .config import ModelSpec, TrainSpec
 from .windowing import Windows
 
 log = logging.getLogger(__name__)
-
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,20 +58,10 @@ def model_backend(model) -> str:
     return getattr(rnn, "backend", "numpy")
 
 
-def build(cfg: PipelineConfig, rng: np.random.Generator):
-    kw = {"window": cfg.window} if cfg.model == "mlp" else {"backend": cfg.backend}
-    return build_model(cfg.model, hidden_size=cfg.hidden_size, output_size=cfg.horizon,
-                       dtype=np.dtype(cfg.dtype), rng=rng, **kw)
-
-
-def saturation(model, state) -> float:
-    """Fraction of saturated tanh units (|tanh| ≥ 0.99) in the last training forward pass.
-
-    Recurrent models: the last hidden state (for an LSTM, the tanh(c_T) that feeds h_T), taken
-    from the ``state`` the forward pass returned, so it costs no extra pass. MLP: the first
-    hidden layer's activations cached by that pass.
-    """
-    return model.saturation(state)
+def build(spec: ModelSpec, windows: Windows, rng: np.random.Generator):
+    """A fresh model of ``spec`` for windows of this length and horizon."""
+    return build_model(spec.model, hidden_size=spec.hidden_size, window=windows.window, output_size=windows.horizon,
+                       dtype=spec.dtype, rng=rng, backend=spec.backend)
 
 
 def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: int = 8192) -> float:
@@ -83,47 +73,49 @@ def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: in
     return total / len(X)
 
 
-def train(cfg: PipelineConfig, windows: Windows, on_epoch: Callable[[int, dict], None] | None = None,
-          model=None, on_checkpoint: Callable[[dict], None] | None = None, resume: dict | None = None) -> TrainResult:
-    """Train a model of ``cfg.model`` on ``windows.train``, keeping the best validation epoch.
+def train(windows: Windows, model_spec: ModelSpec, spec: TrainSpec,
+          on_epoch: Callable[[int, dict], None] | None = None,
+          on_checkpoint: Callable[[Checkpoint], None] | None = None, resume: Checkpoint | None = None) -> TrainResult:
+    """Train a model of ``model_spec`` on ``windows.train``, keeping the best validation epoch.
 
-    ``on_checkpoint(ckpt)`` is called every ``cfg.checkpoint_every`` epochs with the state that
+    ``on_checkpoint(ckpt)`` is called every ``spec.checkpoint_every`` epochs with the state that
     ``resume=ckpt`` continues from (same weights at the end as without the interruption).
     Raises :class:`TrainingDiverged` naming the epoch when the training loss, the gradient norm
     or the validation loss becomes non-finite.
     """
-    rng = np.random.default_rng(cfg.seed)
-    model = model if model is not None else build(cfg, rng)
-    opt = Adam(model, lr=cfg.lr) if cfg.optimizer == "adam" else SGD(model, lr=cfg.lr)
-    reg = Regularization(l1=cfg.l1, l2=cfg.l2) if (cfg.l1 or cfg.l2) else None
+    rng = np.random.default_rng(spec.seed)
+    model = build(model_spec, windows, rng)
+    opt = OPTIMIZERS[spec.optimizer](model, lr=spec.lr)
+    reg = Regularization(l1=spec.l1, l2=spec.l2) if (spec.l1 or spec.l2) else None
     X, y = windows.train.X, windows.train.y
     n = len(X)
-    batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
-    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "grad_norm", "saturation", "epoch_seconds")}
+    batch = n if spec.batch_size is None else min(spec.batch_size, n)
+    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "grad_norm", "saturation",
+                                                       "epoch_seconds")}
     best = (math.inf, 0, model.state_dict())
     since_best = 0
     stopped_early = False
     first_epoch, elapsed_before = 1, 0.0
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        rng.bit_generator.state = resume["rng"]
-        best = (resume["best_val_loss"], resume["best_epoch"], resume["best_model"])
-        since_best = resume["since_best"]
-        history = {k: list(v) for k, v in resume["history"].items()}
-        first_epoch, elapsed_before = resume["epoch"] + 1, resume["elapsed"]
-        log.info("resuming after epoch %d", resume["epoch"])
+        model.load_state_dict(resume.model)
+        opt.load_state_dict(resume.optimizer)
+        rng.bit_generator.state = resume.rng
+        best = (resume.best_val_loss, resume.best_epoch, resume.best_model)
+        since_best = resume.since_best
+        history = {k: list(v) for k, v in resume.history.items()}
+        first_epoch, elapsed_before = resume.epoch + 1, resume.elapsed
+        log.info("resuming after epoch %d", resume.epoch)
     t_start = time.perf_counter()
     epoch = first_epoch - 1
-    for epoch in range(first_epoch, cfg.epochs + 1):
+    for epoch in range(first_epoch, spec.epochs + 1):
         t0 = time.perf_counter()
         order = np.arange(n) if batch == n else rng.permutation(n)
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise"):
-                train_loss, norms, state = _run_epoch(model, opt, reg, X, y, order, batch, cfg, epoch)
-                val_loss = evaluate_loss(model, windows.val.X, windows.val.y, cfg.loss)
+                train_loss, norms, state = _run_epoch(model, opt, reg, X, y, order, batch, spec, epoch)
+                val_loss = evaluate_loss(model, windows.val.X, windows.val.y, spec.loss)
         except FloatingPointError as e:  # overflow or invalid value inside NumPy: the same failure, earlier
-            raise TrainingDiverged(f"training diverged at epoch {epoch}: {e} (lr {cfg.lr}; try a smaller --lr "
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: {e} (lr {spec.lr}; try a smaller --lr "
                                    f"or --grad-clip)") from None
         train_loss /= n
         if not math.isfinite(val_loss):
@@ -132,7 +124,7 @@ def train(cfg: PipelineConfig, windows: Windows, on_epoch: Callable[[int, dict],
             "train_loss": train_loss,
             "val_loss": val_loss,
             "grad_norm": float(np.mean(norms)),
-            "saturation": saturation(model, state),
+            "saturation": model.saturation(state),
             "epoch_seconds": time.perf_counter() - t0,
         }
         for k, v in metrics.items():
@@ -144,23 +136,22 @@ def train(cfg: PipelineConfig, windows: Windows, on_epoch: Callable[[int, dict],
             since_best += 1
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if cfg.patience is not None and since_best >= cfg.patience:
+        if spec.patience is not None and since_best >= spec.patience:
             stopped_early = True
             break
-        if on_checkpoint is not None and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 \
-                and epoch < cfg.epochs:
-            on_checkpoint({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "rng": rng.bit_generator.state, "best_val_loss": best[0], "best_epoch": best[1],
-                           "best_model": best[2], "since_best": since_best, "history": history,
-                           "training_key": cfg.training_key(),
-                           "elapsed": elapsed_before + time.perf_counter() - t_start})
+        if on_checkpoint is not None and spec.checkpoint_every and epoch % spec.checkpoint_every == 0 \
+                and epoch < spec.epochs:
+            on_checkpoint(Checkpoint(epoch=epoch, model=model.state_dict(), optimizer=opt.state_dict(),
+                                     rng=rng.bit_generator.state, best_val_loss=best[0], best_epoch=best[1],
+                                     best_model=best[2], since_best=since_best, history=history,
+                                     elapsed=elapsed_before + time.perf_counter() - t_start))
     model.load_state_dict(best[2])
     return TrainResult(model=model, best_epoch=best[1], best_val_loss=best[0], epochs_run=epoch,
                        stopped_early=stopped_early, seconds=elapsed_before + time.perf_counter() - t_start,
                        weights_sha256=weights_hash(model), backend=model_backend(model), history=history)
 
 
-def _run_epoch(model, opt, reg, X, y, order, batch, cfg, epoch):
+def _run_epoch(model, opt, reg, X, y, order, batch, spec: TrainSpec, epoch):
     """One pass over the training windows.
 
     Returns (summed loss, gradient norms before clipping, the last batch's final state).
@@ -172,13 +163,13 @@ def _run_epoch(model, opt, reg, X, y, order, batch, cfg, epoch):
         idx = order[lo:lo + batch]
         xb, yb = (X, y) if batch == n else (X[idx], y[idx])
         opt.zero_grad()
-        loss, state = model.loss_and_grad(xb, yb, cfg.loss)
+        loss, state = model.loss_and_grad(xb, yb, spec.loss)
         if reg is not None:
             loss += reg(model, xb)
-        norm = clip_grad_norm(model, cfg.grad_clip) if cfg.grad_clip else _grad_norm(model)
+        norm = clip_grad_norm(model, spec.grad_clip) if spec.grad_clip else _grad_norm(model)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise TrainingDiverged(f"training diverged at epoch {epoch}: loss {loss}, gradient norm {norm} "
-                                   f"(lr {cfg.lr}; try a smaller --lr or --grad-clip)")
+                                   f"(lr {spec.lr}; try a smaller --lr or --grad-clip)")
         opt.step()
         train_loss += loss * len(idx)
         norms.append(norm)

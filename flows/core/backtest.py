@@ -13,7 +13,7 @@ Protocol
 * **Diebold–Mariano** (Diebold & Mariano 1995) with the small-sample correction of Harvey,
   Leybourne & Newbold (1997), as R ``forecast::dm.test(varestimator="acf")``: loss differential
   d_t = |e_model,t|^p − |e_bench,t|^p, long-run variance from the autocovariances of d up to
-  lag h − 1 (truncated rectangular kernel), Student t with n − 1 degrees of freedom.
+  lag h − 1 (truncated rectangular kernel), Student t with n − 1 degrees of freedom (``scipy.stats.t``).
 * **Lag copy.** A one-step forecast that mostly repeats the last observed value scores well on
   level metrics while adding nothing; the cross-correlation of first differences
   corr(Δpred_t, Δactual_{t−k}) then peaks at k = 1 instead of k = 0.
@@ -22,7 +22,7 @@ Protocol
   pred ± q covers a fresh exchangeable point with probability ≥ level (and < level + 1/(n + 1)
   for continuous residuals).
 
-Pure functions of numpy arrays; no I/O.
+Pure functions of NumPy arrays; no I/O.
 
 References: F. X. Diebold, R. S. Mariano (1995), Comparing predictive accuracy, J. Business &
 Economic Statistics 13(3) 253–263. D. Harvey, S. Leybourne, P. Newbold (1997), Testing the
@@ -32,10 +32,16 @@ equality of prediction mean squared errors, Int. J. Forecasting 13(2) 281–291.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
+from scipy import stats
 
+from .config import ModelSpec, TrainSpec, WindowSpec
+from .evaluation import evaluate, predict
+from .training import train
 from .windowing import Windows, WindowingError, make_windows
 
 MODES = ("expanding", "rolling")
@@ -114,80 +120,37 @@ def walk_forward(n: int, k: int, test_size: int, window: int, horizon: int = 1, 
     return folds
 
 
-def fold_windows(values: np.ndarray, fold: Fold, window: int, horizon: int, test_size: int,
-                 val_fraction: float = 0.2, target: str = "level", dtype=np.float32) -> Windows:
+def fold_windows(values: np.ndarray, fold: Fold, spec: WindowSpec, dtype=np.float32,
+                 dates: np.ndarray | None = None) -> Windows:
     """``make_windows`` on ``values[fold.start:fold.end]``, with positions in the full series.
 
-    Every ``Split.index`` is shifted by ``fold.start``; ``Windows.values`` is ``values[:fold.end]``
-    so ``windows.values[split.index]`` stays the first target and ``evaluate`` works unchanged
-    (its drift baseline and in-sample MASE scale then use all history before the fold's test
-    block, never anything after). No training or validation target reaches the test block (for
-    h > 1 ``make_windows`` leaves out the h − 1 windows in between).
+    The fold is split by ``spec.val_fraction`` (``spec.train_size`` is ignored: folds differ in
+    length). Every ``Split.index`` is shifted by ``fold.start``; ``Windows.values`` is
+    ``values[:fold.end]`` so ``windows.values[split.index]`` stays the first target and ``evaluate``
+    works unchanged (its drift baseline and in-sample MASE scale then use all history before the
+    fold's test block, never anything after). No training or validation target reaches the test
+    block (for h > 1 ``make_windows`` leaves out the h − 1 windows in between).
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1:
         raise ValueError(f"values must be a 1-d series, got shape {values.shape}")
+    dates = np.arange(len(values)) if dates is None else np.asarray(dates)
     if not 0 <= fold.start < fold.end <= len(values):
         raise ValueError(f"fold {fold.index} [{fold.start}, {fold.end}) is outside the series of {len(values)} values")
     try:
-        w = make_windows(values[fold.start:fold.end], window, horizon, test_size, None, val_fraction, target, dtype)
+        w = make_windows(values[fold.start:fold.end], replace(spec, train_size=None), dtype,
+                         dates[fold.start:fold.end])
     except WindowingError as err:
         raise WindowingError(f"fold {fold.index} [{fold.start}, {fold.end}): {err}") from err
 
     def shifted(split):
         return replace(split, index=split.index + fold.start)
 
-    return replace(w, train=shifted(w.train), val=shifted(w.val), test=shifted(w.test), values=values[:fold.end])
+    return replace(w, train=shifted(w.train), val=shifted(w.val), test=shifted(w.test), values=values[:fold.end],
+                   dates=dates[:fold.end])
 
 
 # ------------------------------------------------------------------------------- Diebold–Mariano
-
-def _betacf(a: float, b: float, x: float, max_iter: int = 100_000, eps: float = 1e-15) -> float:
-    """Continued fraction of the incomplete beta function, modified Lentz evaluation."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, max_iter + 1):
-        for coeff in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),              # even step d_{2m}
-                      -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):    # odd step d_{2m+1}
-            d = 1.0 + coeff * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + coeff / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < eps:
-            return result
-    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta function I_x(a, b), a, b > 0, 0 <= x <= 1."""
-    if not (a > 0 and b > 0):
-        raise ValueError(f"betainc needs a > 0 and b > 0, got a={a}, b={b}")
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"betainc needs 0 <= x <= 1, got x={x}")
-    if x == 0.0 or x == 1.0:
-        return x
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    # the fraction converges fast for x < (a + 1) / (a + b + 2); otherwise use I_x(a, b) = 1 − I_{1−x}(b, a)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom: ½·I_{df/(df+t²)}(df/2, ½) for t < 0."""
-    if not df > 0:
-        raise ValueError(f"df must be > 0, got {df}")
-    t = float(t)
-    if math.isnan(t):
-        return math.nan
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))     # P(T <= −|t|)
-    return tail if t <= 0 else 1.0 - tail
-
 
 def _as_1d(name: str, a) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
@@ -242,12 +205,13 @@ def diebold_mariano(e_model, e_bench, h: int = 1, power: int = 2, alternative: s
         return result
     hln = math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
     stat = mean / math.sqrt(var) * hln
+    t = stats.t(df=n - 1)
     if alternative == "two-sided":
-        p = 2.0 * student_t_cdf(-abs(stat), n - 1)
+        p = 2.0 * float(t.sf(abs(stat)))
     elif alternative == "less":
-        p = student_t_cdf(stat, n - 1)
+        p = float(t.cdf(stat))
     else:
-        p = student_t_cdf(-stat, n - 1)
+        p = float(t.sf(stat))
     result.update(statistic=stat, p_value=min(p, 1.0))
     return result
 
@@ -333,3 +297,80 @@ def summarize(values: list[float]) -> dict:
         raise ValueError("values is empty")
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
             "min": float(a.min()), "max": float(a.max()), "n": len(a)}
+
+
+# ------------------------------------------------------------------------------ one configuration
+
+#: per-fold metrics summarised as mean and spread over the folds
+SUMMARY_METRICS = ("test_mae", "test_rmse", "test_mase", "carried_test_mae", "coverage", "interval_width",
+                   "naive_test_mae", "drift_test_mae")
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """One configuration on every fold: per-fold rows, their summary, DM against naive, lag copy."""
+
+    per_fold: list[dict]        # fold, test_mae, test_rmse, test_mase, carried_test_mae, naive_test_mae,
+    #                             drift_test_mae, coverage, interval_width, best_epoch, train_seconds
+    summary: dict[str, float]   # mean_<metric>, std_<metric> for SUMMARY_METRICS
+    dm: dict                    # diebold_mariano() of the last horizon step, all folds' test points
+    lag: dict                   # lag_copy() of the one-step forecasts
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        """The summary as MLflow metrics."""
+        return {**self.summary, "seconds": self.seconds, "dm_statistic": self.dm["statistic"],
+                "dm_p_value": self.dm["p_value"], "lag_copy_peak_lag": self.lag["peak_lag"],
+                "lag_copy_r1": self.lag["r1"], "copies_last_value": float(self.lag["copies_last_value"])}
+
+
+def backtest_config(values: np.ndarray, folds: list[Fold], windows: WindowSpec, model: ModelSpec,
+                    training: TrainSpec, level: float,
+                    on_fold: Callable[[int, dict], None] | None = None) -> BacktestResult:
+    """Train and evaluate one configuration on every fold (the scaler refit inside each).
+
+    Split-conformal intervals at ``level`` come from each fold's validation residuals;
+    ``on_fold(index, row)`` receives each fold's metrics as they are computed.
+    """
+    rows, err_model, err_naive, pred_all, actual_all = [], [], [], [], []
+    t0 = time.perf_counter()
+    for fold in folds:
+        w = fold_windows(values, fold, windows, np.dtype(model.dtype))
+        result = train(w, model, training)
+        ev = evaluate(result.model, w)
+        val_pred = w.to_levels(predict(result.model, w.val.X), w.val.last)
+        pred, actual = ev.predictions["model"], w.test.actual
+        q = [conformal_quantile(val_pred[:, j] - w.val.actual[:, j], level) for j in range(w.horizon)]
+        cov = [interval_coverage(actual[:, j], pred[:, j], q[j]) for j in range(w.horizon)]
+        row = {"fold": fold.index, "test_mae": ev.model.mae, "test_rmse": ev.model.rmse, "test_mase": ev.model.mase,
+               "carried_test_mae": ev.carried.mae, "naive_test_mae": ev.naive.mae, "drift_test_mae": ev.drift.mae,
+               "coverage": float(np.mean([c["coverage"] for c in cov])),
+               "interval_width": float(np.mean([c["width"] for c in cov])),
+               "best_epoch": result.best_epoch, "train_seconds": result.seconds}
+        if on_fold is not None:
+            on_fold(fold.index, row)
+        rows.append(row)
+        err_model.append(pred[:, -1] - actual[:, -1])
+        err_naive.append(ev.predictions["naive"][:, -1] - actual[:, -1])
+        pred_all.append(pred[:, 0])
+        actual_all.append(actual[:, 0])
+    summary = {}
+    for key in SUMMARY_METRICS:
+        s = summarize([r[key] for r in rows])
+        summary[f"mean_{key}"], summary[f"std_{key}"] = s["mean"], s["std"]
+    return BacktestResult(rows, summary,
+                          diebold_mariano(np.concatenate(err_model), np.concatenate(err_naive), h=windows.horizon),
+                          lag_copy(np.concatenate(pred_all), np.concatenate(actual_all)), time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """One configuration of a sweep: its label, its MLflow run and its backtest."""
+
+    label: str
+    run_id: str
+    result: BacktestResult
+
+    def stat(self, name: str) -> float:
+        """A mean or spread over the folds: ``stat("mean_test_mae")``."""
+        return self.result.summary[name]

@@ -6,9 +6,8 @@
 * a quiet console: Prefect's own INFO lines go to the UI, not the terminal.
 """
 import os
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from flows.core.files import PROJECT_ROOT  # standard library only: nothing is imported before the defaults
 
 DEFAULTS = {
     "PREFECT_HOME": str(PROJECT_ROOT / ".prefect"),

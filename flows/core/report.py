@@ -1,0 +1,241 @@
+"""Figures and the markdown report (metrics table, small inline figures): what a run shows people.
+
+Pure: figures and text from the run's records; :mod:`flows.runtime.tracking` stores them in MLflow
+and the ``write_report`` task publishes the markdown in Prefect.
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .backtest import SweepEntry  # noqa: E402
+from .config import RunConfig  # noqa: E402
+from .evaluation import Evaluation, Forecast  # noqa: E402
+from .ingest import Series  # noqa: E402
+from .training import TrainResult  # noqa: E402
+from .windowing import Windows  # noqa: E402
+
+#: The source notebooks' published results on the ``notebook`` preset (carried-state evaluation,
+#: integer-truncated prices); see ../shared/data/README.md.
+PUBLISHED = {
+    "rnn": {"mse": 188.20, "mae": 10.88},
+    "lstm": {"mse": 187.19, "mae": 10.74},
+    "naive": {"mse": 156.67, "mae": 9.11},
+}
+
+
+def figure_series(series: Series, windows: Windows):
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.plot(series.dates, series.values, lw=0.7, color="0.2")
+    for split, color, label in ((windows.train, "tab:blue", "train"), (windows.val, "tab:orange", "validation"),
+                                (windows.test, "tab:green", "test")):
+        d = split.dates[:, 0]
+        ax.axvspan(d[0], d[-1], color=color, alpha=0.15, label=f"{label} targets ({len(split)})")
+    ax.set_title(f"{series.source}: {len(series)} values, window {windows.window} → {windows.horizon}")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_test_forecast(windows: Windows, evaluation: Evaluation):
+    preds, test = evaluation.predictions, windows.test
+    d = test.dates[:, 0]
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.plot(d, test.actual[:, 0], color="black", lw=1.2, label="actual")
+    ax.plot(d, preds["naive"][:, 0], color="0.6", lw=0.9, ls="--", label=f"naive (MAE {evaluation.naive.mae:.2f})")
+    ax.plot(d, preds["model"][:, 0], color="tab:red", lw=0.9, label=f"model (MAE {evaluation.model.mae:.2f})")
+    if preds["carried"] is not preds["model"]:
+        ax.plot(d, preds["carried"][:, 0], color="tab:purple", lw=0.8, alpha=0.8,
+                label=f"model, carried state (MAE {evaluation.carried.mae:.2f})")
+    ax.set_title("test: one-step forecasts vs actual")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_loss(history: dict, best_epoch: int):
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    ax.semilogy(epochs, history["train_loss"], label="train")
+    ax.semilogy(epochs, history["val_loss"], label="validation")
+    ax.axvline(best_epoch, color="0.5", ls=":", label=f"best epoch {best_epoch}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (scaled units)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_residuals(windows: Windows, evaluation: Evaluation):
+    test = windows.test
+    resid = evaluation.predictions["model"][:, 0] - test.actual[:, 0]
+    naive = evaluation.predictions["naive"][:, 0] - test.actual[:, 0]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [2, 1]})
+    a1.plot(test.dates[:, 0], resid, lw=0.8, color="tab:red")
+    a1.axhline(0, color="0.5", lw=0.6)
+    a1.set_title("model residuals (forecast − actual)")
+    bins = np.linspace(min(resid.min(), naive.min()), max(resid.max(), naive.max()), 30)
+    a2.hist(naive, bins=bins, alpha=0.5, color="0.5", label="naive")
+    a2.hist(resid, bins=bins, alpha=0.6, color="tab:red", label="model")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def render_png(figures: dict, dpi: int = 110) -> dict[str, bytes]:
+    """name → PNG bytes of each figure, drawn once; the figures are closed."""
+    out = {}
+    try:
+        for name, fig in figures.items():
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=dpi)
+            out[name] = buf.getvalue()
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+    return out
+
+
+def run_figures(series: Series, windows: Windows, evaluation: Evaluation, result: TrainResult) -> dict[str, bytes]:
+    """The nightly run's figures as PNG bytes, by file name."""
+    return render_png({
+        "series.png": figure_series(series, windows),
+        "test_forecast.png": figure_test_forecast(windows, evaluation),
+        "loss_curves.png": figure_loss(result.history, result.best_epoch),
+        "residuals.png": figure_residuals(windows, evaluation),
+    })
+
+
+def inline_png(png: bytes, width: int = 400) -> str:
+    """A small PNG data URL (~20 KB) that renders inside a Prefect markdown artifact.
+
+    Downscaled from the full-size PNG (Pillow, a matplotlib dependency) instead of drawing the
+    figure a second time.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        im.thumbnail((width, width * 4), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="png", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _row(name: str, m) -> str:
+    return (f"| {name} | {m.mse:.2f} | {m.rmse:.2f} | {m.mae:.2f} | {m.mape:.2f} | {m.smape:.2f} "
+            f"| {m.mase:.3f} | {m.directional_accuracy:.3f} |")
+
+
+def markdown_report(cfg: RunConfig, series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation,
+                    forecast: Forecast, registry: str, pngs: dict, mlflow_url: str | None = None) -> str:
+    """The nightly report; ``registry`` is the sentence on the registered version (markdown)."""
+    lines = [
+        f"# Nightly forecast: {cfg.model.model}, hidden {cfg.model.hidden_size}, window {windows.window} → "
+        f"{windows.horizon}",
+        "",
+        f"Data: `{series.source}`, {len(series)} values up to {series.dates[-1]}, sha256 `{series.sha256[:12]}…`; "
+        f"{len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test windows"
+        f"{f' (preset `{cfg.preset}`)' if cfg.preset else ''}.",
+        f"Training: {result.epochs_run} epochs in {result.seconds:.1f} s on the `{result.backend}` backend, "
+        f"best validation epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}; "
+        f"weights sha256 `{result.weights_sha256[:12]}…`.",
+        "",
+        "## Next values",
+        "",
+        "| date | forecast |",
+        "|---|---|",
+        *[f"| {d} | {v:.2f} |" for d, v in forecast.rows()],
+        "",
+        "## Test metrics (original units)",
+        "",
+        "| forecast | MSE | RMSE | MAE | MAPE % | sMAPE % | MASE | directional acc. |",
+        "|---|---|---|---|---|---|---|---|",
+        _row("model (stateless)", evaluation.model),
+        _row("model (carried state)", evaluation.carried),
+        _row("naive (tomorrow = today)", evaluation.naive),
+        _row("random walk with drift", evaluation.drift),
+    ]
+    if cfg.preset == "notebook":
+        lines += ["", "Source notebooks' published results (carried state, integer-truncated prices):", "",
+                  "| model | MSE | MAE |", "|---|---|---|"]
+        lines += [f"| {k} | {v['mse']:.2f} | {v['mae']:.2f} |" for k, v in PUBLISHED.items()]
+    best = min((evaluation.model, evaluation.carried), key=lambda s: s.mae)
+    verdict = "beats" if best.mase < 1 else "does not beat"
+    lines += ["", f"The model {verdict} the naive forecast on test MAE (MASE {best.mase:.3f}).", "", registry]
+    if mlflow_url:
+        lines += ["", f"[Open the MLflow run]({mlflow_url})"]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{name}]({inline_png(png)})" for name, png in pngs.items()]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The sweep
+# ----------------------------------------------------------------------------------------------
+def sweep_table(entries: list[SweepEntry], level: float) -> str:
+    """The markdown comparison table, best mean test MAE first, with the naive and drift rows."""
+    e0 = entries[0]
+    naive, drift = e0.stat('mean_naive_test_mae'), e0.stat('mean_drift_test_mae')
+    lines = ["| configuration | test MAE (mean ± sd over folds) | MASE | carried MAE | DM p vs naive | "
+             f"lag-copy peak (r₁) | {level:.0%} interval coverage | width | seconds |", "|" + "---|" * 9]
+    for e in entries:
+        s, dm, lag = e.result.summary, e.result.dm, e.result.lag
+        lines.append(
+            f"| {e.label} | {s['mean_test_mae']:.3f} ± {s['std_test_mae']:.3f} | {s['mean_test_mase']:.3f} | "
+            f"{s['mean_carried_test_mae']:.3f} | {dm['p_value']:.3g} | {lag['peak_lag']:+d} ({lag['r1']:.2f}) | "
+            f"{s['mean_coverage']:.3f} | {s['mean_interval_width']:.1f} | {e.result.seconds:.0f} |")
+    lines.append(f"| naive (tomorrow = today) | {naive:.3f} ± {e0.stat('std_naive_test_mae'):.3f} | 1.000 "
+                 "| | | | | | |")
+    lines.append(f"| random walk with drift | {drift:.3f} ± {e0.stat('std_drift_test_mae'):.3f} | {drift / naive:.3f} "
+                 "| | | | | | |")
+    return "\n".join(lines)
+
+
+def sweep_csv(entries: list[SweepEntry]) -> str:
+    columns = ("mean_test_mae", "std_test_mae", "mean_test_mase", "mean_carried_test_mae", "dm_statistic", "dm_p_value",
+               "lag_copy_peak_lag", "lag_copy_r1", "mean_coverage", "mean_interval_width", "seconds")
+    rows = [",".join(["config", "run_id", *columns])]
+    rows += [",".join([e.label, e.run_id, *(str(e.result.metrics()[c]) for c in columns)]) for e in entries]
+    return "\n".join(rows) + "\n"
+
+
+def comparison_figure(entries: list[SweepEntry]):
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(entries) + 1.6))
+    y = np.arange(len(entries))[::-1]
+    maes = [[f["test_mae"] for f in e.result.per_fold] for e in entries]
+    means = [e.stat('mean_test_mae') for e in entries]
+    lo = [m - min(f) for m, f in zip(means, maes)]
+    hi = [max(f) - m for m, f in zip(means, maes)]
+    naive, drift = entries[0].stat('mean_naive_test_mae'), entries[0].stat('mean_drift_test_mae')
+    ax.errorbar(means, y, xerr=[lo, hi], fmt="o", color="tab:red", capsize=3, label="model: mean, fold range")
+    ax.axvline(naive, color="0.3", ls="--", label=f"naive {naive:.2f}")
+    ax.axvline(drift, color="0.6", ls=":", label=f"drift {drift:.2f}")
+    ax.set_yticks(y, [e.label for e in entries], fontsize=8)
+    ax.set_xlabel("test MAE (original units), mean over walk-forward folds")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_markdown(entries: list[SweepEntry], table: str, png: bytes, mlflow_url: str | None) -> str:
+    best = entries[0]
+    verdict = "beats" if best.stat('mean_test_mase') < 1 else "does not beat"
+    p = best.result.dm["p_value"]
+    significant = "significant" if p < 0.05 else "not significant"
+    return "\n".join([
+        f"# Sweep: {len(entries)} configurations, {len(best.result.per_fold)} walk-forward folds",
+        "", f"**Best configuration: `{best.label}`** — mean test MAE {best.stat('mean_test_mae'):.3f}; it {verdict} "
+        "the "
+        f"naive forecast (MASE {best.stat('mean_test_mase'):.3f}; Diebold–Mariano p = {p:.3g}, {significant} at 5%).",
+        "", table, "",
+        "DM: two-sided test of equal squared error against the naive forecast on every fold's test points "
+        "(Harvey–Leybourne–Newbold correction). Lag-copy: the lag k maximising corr(Δforecast_t, Δactual_{t−k}); "
+        "+1 with r₁ near 1 means the model mostly repeats the last value.",
+        *(["", f"[Open the parent run in MLflow]({mlflow_url})"] if mlflow_url else []),
+        "", f"![comparison]({inline_png(png, width=600)})"])

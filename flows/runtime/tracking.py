@@ -1,0 +1,307 @@
+"""MLflow: runs and their lifecycle, parameters, per-epoch metrics, checkpoints, the pyfunc model, the champion alias.
+
+With no ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///<project>/mlflow.db``; a sqlite store keeps
+its artifacts beside the database file (``<db dir>/mlartifacts/<experiment>``); with a tracking
+server, the server decides where artifacts go.
+
+One run lifecycle for every flow: ``with tracking.run(experiment, ...) as run:`` creates the run,
+and ends it FINISHED when the block completes, FAILED when anything (an exception, an interrupt)
+leaves it. A process killed outright leaves the run RUNNING with its last checkpoint, which is
+what ``--resume`` looks for.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from flows.core import checkpoint
+from flows.core.checkpoint import Checkpoint, CheckpointError
+from flows.core.files import PROJECT_ROOT, atomic_write
+from flows.core.sources import redact
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def client() -> MlflowClient:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(c: MlflowClient, name: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        # sqlite stores put artifacts in <cwd>/mlruns unless told otherwise: keep them beside the db
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        artifact_location = (db.parent / "mlartifacts" / name).as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created concurrently by another run
+        return c.get_experiment_by_name(name).experiment_id
+
+
+def code_version() -> str:
+    """The git commit of the project (with '-dirty' for local changes), or the package version."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return "nnforecast " + version("nnforecast")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------
+# A run
+# ----------------------------------------------------------------------------------------------
+class Run:
+    """One MLflow run, by id (a string travels to other processes; ``Run(id)`` there is the same run)."""
+
+    def __init__(self, run_id: str):
+        self.id = run_id
+        self.client = client()
+
+    def log_params(self, params: dict) -> None:
+        """Every parameter as given, except a ``source`` URL's secrets (redacted)."""
+        params = {k: redact(v) if k == "source" and isinstance(v, str) else v for k, v in params.items()}
+        self.client.log_batch(self.id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        """Finite values only (an undefined metric is left out rather than logged as nan)."""
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
+        self.client.log_batch(self.id, metrics=batch)
+
+    def set_tags(self, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.id, k, str(v))
+
+    def log_files(self, files: dict[str, bytes], artifact_path: str | None = None) -> None:
+        """Artifacts from bytes: file name -> content."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                atomic_write(Path(tmp) / name, data)
+            self.client.log_artifacts(self.id, tmp, artifact_path=artifact_path)
+
+    def log_checkpoint(self, ckpt: Checkpoint, training_key: str) -> None:
+        """The run's training checkpoint, replacing the previous one."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = checkpoint.save(ckpt, Path(tmp) / checkpoint.FILENAME, training_key)
+            self.client.log_artifact(self.id, str(path), artifact_path=CHECKPOINT_DIR)
+
+    def epoch_logger(self, every: int = 10) -> "EpochLogger":
+        return EpochLogger(self, every)
+
+    def url(self) -> str | None:
+        """The MLflow UI page of the run when a tracking server is used (None for a local store)."""
+        uri = tracking_uri()
+        if not uri.startswith(("http://", "https://")):
+            return None
+        exp_id = self.client.get_run(self.id).info.experiment_id
+        return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{self.id}"
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.id, status)
+
+
+@contextlib.contextmanager
+def run(experiment: str, name: str | None = None, tags: dict | None = None, params: dict | None = None,
+        parent: str | None = None) -> Iterator[Run]:
+    """A new run of ``experiment`` (nested under ``parent``), every parameter logged before any work;
+    FINISHED when the block completes, FAILED when anything leaves it."""
+    c = client()
+    tags = {"code_version": code_version(), **(tags or {})}
+    if parent is not None:
+        tags["mlflow.parentRunId"] = parent
+    r = Run(c.create_run(ensure_experiment(c, experiment), run_name=name, tags=tags).info.run_id)
+    try:
+        if params:
+            r.log_params(params)
+        yield r
+    except BaseException:
+        r.end("FAILED")
+        raise
+    r.end("FINISHED")
+
+
+class EpochLogger:
+    """Buffers per-epoch metrics and sends them with ``log_batch`` every ``every`` epochs."""
+
+    def __init__(self, r: Run, every: int = 10):
+        self.run, self.every = r, every
+        self.buffer: list[Metric] = []
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        ts = int(time.time() * 1000)
+        self.buffer += [Metric(k, float(v), ts, epoch) for k, v in metrics.items() if np.isfinite(v)]
+        if epoch % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        for lo in range(0, len(self.buffer), 1000):  # MLflow accepts at most 1000 metrics per batch
+            self.run.client.log_batch(self.run.id, metrics=self.buffer[lo:lo + 1000])
+        self.buffer = []
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming an interrupted run
+# ----------------------------------------------------------------------------------------------
+def _has_checkpoint(c: MlflowClient, run_id: str) -> bool:
+    return any(a.path.endswith(checkpoint.FILENAME) for a in c.list_artifacts(run_id, CHECKPOINT_DIR))
+
+
+def resumable_run(experiment: str, resume: str, training_key: str) -> str:
+    """The run ``resume`` names: a run id, or 'latest' (the newest unfinished run with this training key)."""
+    c = client()
+    if resume != "latest":
+        try:
+            c.get_run(resume)
+        except MlflowException:
+            raise ValueError(f"parameter resume={resume!r}: no such MLflow run") from None
+        return resume
+    exp = c.get_experiment_by_name(experiment)
+    if exp is not None:
+        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.training_key = '{training_key}'",
+                             order_by=["attributes.start_time DESC"], max_results=50)
+        for r in runs:
+            if r.info.status in ("RUNNING", "FAILED", "KILLED") and _has_checkpoint(c, r.info.run_id):
+                return r.info.run_id
+    raise ValueError(f"parameter resume='latest': no unfinished run with a checkpoint and the same training "
+                     f"parameters in experiment {experiment!r}")
+
+
+def load_checkpoint(run_id: str, training_key: str) -> Checkpoint:
+    """The last checkpoint of ``run_id``; a clear error if it has none or other training parameters."""
+    c = client()
+    if not _has_checkpoint(c, run_id):
+        raise CheckpointError(f"MLflow run {run_id} has no checkpoint to resume from")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = c.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{checkpoint.FILENAME}", tmp)
+        return checkpoint.load(Path(path), training_key)
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry
+# ----------------------------------------------------------------------------------------------
+def log_model(r: Run, model_dir: Path, example: np.ndarray, prediction: np.ndarray, model_name: str) -> str:
+    """Log the pyfunc model (weights .npz + JSON config, no pickle) and register a new version; returns its number."""
+    signature = infer_signature(example, prediction)
+    client()
+    with mlflow.start_run(run_id=r.id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(PROJECT_ROOT / "nncore"), str(PROJECT_ROOT / "flows")],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"],
+            registered_model_name=model_name,
+        )
+    return str(info.registered_model_version)
+
+
+def run_key(data_sha256: str, training_key: str) -> str:
+    """What a registered version was trained from: the data's checksum and the training parameters."""
+    return hashlib.sha256(f"{data_sha256}:{training_key}".encode()).hexdigest()
+
+
+def find_version(model_name: str, key: str):
+    """The registered version of ``model_name`` tagged with ``run_key`` = ``key``, if any."""
+    try:
+        found = client().search_model_versions(f"name = '{model_name}' and tags.run_key = '{key}'")
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What :func:`promote` decided for one version."""
+
+    version: str
+    status: str                        # "champion" | "challenger"
+    previous_version: str | None       # the champion before, if any
+    previous_test_mae: float | None
+
+    def sentence(self, model_name: str) -> str:
+        prev = (f"v{self.previous_version} (test MAE {self.previous_test_mae:.3f})" if self.previous_version
+                else "none")
+        return (f"**Registry:** `{model_name}` version {self.version} is the **{self.status}** "
+                f"(previous champion: {prev}).")
+
+
+def _champion(c: MlflowClient, model_name: str) -> tuple[str, float | None] | None:
+    try:
+        mv = c.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    tag = mv.tags.get("test_mae")
+    mae = float(tag) if tag is not None else c.get_run(mv.run_id).data.metrics.get("test_mae")
+    return str(mv.version), mae
+
+
+def promote(model_name: str, version: str, test_mae: float) -> Promotion:
+    """Alias ``champion`` the new version if it beats the current champion on test MAE, else tag it challenger.
+
+    Safe when runs finish at the same time (one MLflow store, several processes, no lock): each new
+    version is tagged ``role=pending`` with its test MAE first; every run then sets the alias to the
+    best of {current champion, all pending versions} and re-reads until the alias is stable, and
+    only then tags its own version champion or challenger. Whatever the interleaving, the alias
+    ends on the best of them, as if the runs had finished one after another; a champion set by
+    hand stays unless a newer version beats it.
+    """
+    c = client()
+    c.set_model_version_tag(model_name, version, "test_mae", f"{test_mae:.6f}")
+    c.set_model_version_tag(model_name, version, "role", "pending")
+    previous = _champion(c, model_name)
+    best = None
+    for _ in range(20):
+        champ = _champion(c, model_name)
+        pending = c.search_model_versions(f"name = '{model_name}' and tags.role = 'pending'")
+        candidates = [(str(v.version), float(v.tags["test_mae"])) for v in pending if "test_mae" in v.tags]
+        if champ is not None and champ[1] is not None:
+            candidates.append(champ)
+        best = min(candidates, key=lambda vm: (vm[1], int(vm[0])))
+        if champ is not None and champ[0] == best[0]:
+            break  # stable: the alias already names the best
+        try:
+            c.set_registered_model_alias(model_name, CHAMPION, best[0])
+        except MlflowException:  # another run set it at the same moment (sqlite: UNIQUE constraint): re-read
+            time.sleep(random.uniform(0.05, 0.3))
+    status = CHAMPION if best[0] == str(version) else CHALLENGER
+    c.set_model_version_tag(model_name, version, "role", status)
+    return Promotion(str(version), status, previous[0] if previous else None, previous[1] if previous else None)

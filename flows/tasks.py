@@ -1,0 +1,204 @@
+"""The pipeline's stages as Prefect tasks: each calls the pure function of its stage and records what it did.
+
+Retries: only :func:`load_series` reaches the outside world, and it is retried with backoff when
+the source could not be reached (an ``OSError``: connection refused, time-out, HTTP 5xx), never
+for bad data (:class:`~flows.core.sources.DataError` fails at once). The delays are
+``$NNFORECAST_IO_RETRY_DELAYS`` seconds (default ``10,60,300``: three retries).
+"""
+from __future__ import annotations
+
+from flows.runtime import env  # noqa: F401  (environment defaults before prefect/mlflow import)
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import MissingContextError
+
+from flows.core import ingest, report, windowing
+from flows.core.calendar import next_dates
+from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
+from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next
+from flows.core.ingest import Series
+from flows.core.model_io import load_forecaster, save_forecaster
+from flows.core.training import TrainResult, train
+from flows.core.windowing import Windows
+from flows.runtime import tracking
+from flows.runtime.tracking import Promotion, Run
+
+log = logging.getLogger("nnforecast")
+
+IO_RETRY_DELAYS = [float(s) for s in os.environ.get("NNFORECAST_IO_RETRY_DELAYS", "10,60,300").split(",") if s.strip()]
+
+
+def say(message: str) -> None:
+    """Short progress line: to the console and, inside a run, to the Prefect UI."""
+    log.info(message)
+    try:
+        get_run_logger().info(message)
+    except MissingContextError:  # called outside a flow or task run (e.g. task.fn in a unit test)
+        pass
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one nightly run did: the flow's return value and the command line's last lines."""
+
+    run_id: str                     # the MLflow run
+    version: str                    # the registered model version (the existing one when nothing changed)
+    status: str                     # champion | challenger | unchanged
+    test_mae: float
+    naive_test_mae: float
+    forecast: Forecast
+    previous_version: str | None = None
+
+
+def show_config(cfg: RunConfig) -> None:
+    """Every parameter of the run, its section and where its value came from, as a table in the Prefect UI."""
+    shown = cfg.public()
+    rows = [{"parameter": name, "section": section, "value": repr(shown[name]), "from": cfg.origin(name)}
+            for name, (section, _) in PARAMETERS.items()]
+    create_table_artifact(rows, key="run-config", description=f"preset {cfg.preset or 'none'}; "
+                          f"{sum(r['from'] == 'given' for r in rows)} parameters given")
+
+
+# ----------------------------------------------------------------------------------------------
+# The stages
+# ----------------------------------------------------------------------------------------------
+def _retry_io_only(task, task_run, state) -> bool:
+    """Retry when the source could not be reached; bad data fails at once (reading it again cannot help)."""
+    return isinstance(state.result(raise_on_failure=False), OSError)
+
+
+@task(retries=len(IO_RETRY_DELAYS), retry_delay_seconds=IO_RETRY_DELAYS or 0, retry_condition_fn=_retry_io_only)
+def load_series(spec: DataSpec, positive: bool, run_id: str) -> Series:
+    """Read and validate the series (download once into the cache when needed)."""
+    series = ingest.load_series(spec, positive)
+    Run(run_id).set_tags({"data_sha256": series.sha256, "data_source": series.source,
+                          "data_last_date": str(series.dates[-1]), "data_rows": len(series)})
+    say(f"loaded {len(series)} values of {series.source} ({series.dates[0]} … {series.dates[-1]})")
+    return series
+
+
+@task
+def make_windows(series: Series, n_values: int | None, spec: WindowSpec, dtype: str) -> Windows:
+    """Cut the series into scaled windows and chronological train/validation/test parts."""
+    used = series.tail(n_values)
+    windows = windowing.make_windows(used.values, spec, np.dtype(dtype), used.dates)
+    say(f"windows: {len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test")
+    return windows
+
+
+@task
+def train_model(windows: Windows, model: ModelSpec, training: TrainSpec, tracking_spec: TrackingSpec,
+                training_key: str, run_id: str) -> TrainResult:
+    """Train, keep the best validation epoch; per-epoch metrics and checkpoints go to MLflow.
+
+    With ``resume`` the training continues from the named run's last checkpoint (the interrupted
+    run is marked KILLED); the result is the weights an uninterrupted run would have.
+    """
+    run = Run(run_id)
+    epoch_logger = run.epoch_logger()
+    resume = None
+    if tracking_spec.resume:
+        source_run = tracking.resumable_run(tracking_spec.experiment, tracking_spec.resume, training_key)
+        resume = tracking.load_checkpoint(source_run, training_key)
+        run.set_tags({"resumed_from": source_run, "resumed_after_epoch": resume.epoch})
+        if source_run != run_id:
+            Run(source_run).end("KILLED")
+        say(f"resuming run {source_run} after epoch {resume.epoch}")
+
+    def on_epoch(epoch: int, m: dict) -> None:
+        epoch_logger(epoch, m)
+        if epoch % training.log_every == 0 or epoch == 1 or epoch == training.epochs:
+            say(f"epoch {epoch:4d}/{training.epochs}  train {m['train_loss']:.3e}  val {m['val_loss']:.3e}  "
+                f"grad {m['grad_norm']:.2e}  {m['epoch_seconds'] * 1000:.0f} ms")
+
+    def on_checkpoint(ckpt) -> None:
+        epoch_logger.flush()  # the metrics up to the checkpoint are in MLflow before it is
+        run.log_checkpoint(ckpt, training_key)
+        say(f"checkpoint after epoch {ckpt.epoch}")
+
+    try:
+        result = train(windows, model, training, on_epoch, on_checkpoint=on_checkpoint, resume=resume)
+    finally:
+        epoch_logger.flush()
+    run.set_tags({"kernel_backend": result.backend, "weights_sha256": result.weights_sha256})
+    run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "train_seconds": result.seconds, "epochs_run": result.epochs_run})
+    say(f"trained {result.epochs_run} epochs in {result.seconds:.1f} s on {result.backend}; "
+        f"best validation epoch {result.best_epoch}")
+    return result
+
+
+@task
+def evaluate_model(result: TrainResult, windows: Windows) -> tuple[Evaluation, Forecast]:
+    """Test metrics (stateless and carried state) against naive and drift, and the next forecast."""
+    evaluation = evaluate(result.model, windows)
+    forecast = forecast_next(result.model, windows)
+    say(f"test MAE {evaluation.model.mae:.3f} (carried {evaluation.carried.mae:.3f}) vs naive "
+        f"{evaluation.naive.mae:.3f}: MASE {evaluation.model.mase:.3f}")
+    return evaluation, forecast
+
+
+@task
+def log_results(series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation, forecast: Forecast,
+                run_id: str) -> dict[str, bytes]:
+    """Final metrics, the figures and ``forecast.csv`` to the MLflow run; returns the figures (PNG bytes)."""
+    run = Run(run_id)
+    run.log_metrics({**evaluation.metrics(), **{f"forecast_{i + 1}": v for i, (_, v) in enumerate(forecast.rows())}})
+    pngs = report.run_figures(series, windows, evaluation, result)
+    run.log_files(pngs, "figures")
+    run.log_files({"forecast.csv": ("date,forecast\n" + "".join(f"{d},{v}\n" for d, v in forecast.rows())).encode()})
+    return pngs
+
+
+@task
+def publish_model(series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation, model_name: str,
+                  run_key: str, run_id: str) -> Promotion:
+    """Save the model (weights + JSON, no pickle), register a version, make it champion if it beats the champion."""
+    run = Run(run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_forecaster(result.model, windows, Path(tmp) / "model",
+                                    {"data_sha256": series.sha256, "weights_sha256": result.weights_sha256})
+        example = windows.values[-windows.window:][None, :]
+        prediction = load_forecaster(model_dir).predict(example)
+        version = tracking.log_model(run, model_dir, example, prediction, model_name)
+    run.client.set_model_version_tag(model_name, version, "run_key", run_key)
+    promotion = tracking.promote(model_name, version, evaluation.model.mae)
+    run.set_tags({"model_version": version, "model_role": promotion.status})
+    say(f"registered {model_name} v{version}: {promotion.status}")
+    return promotion
+
+
+@task
+def write_report(cfg: RunConfig, series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation,
+                 forecast: Forecast, promotion: Promotion, pngs: dict[str, bytes], run_id: str) -> None:
+    """The run's markdown report in the Prefect UI (metrics table, registry decision, small figures)."""
+    markdown = report.markdown_report(cfg, series, windows, result, evaluation, forecast,
+                                      promotion.sentence(cfg.tracking.model_name), pngs, Run(run_id).url())
+    create_markdown_artifact(key="nightly-report", markdown=markdown,
+                             description=f"{cfg.model.model} test MAE {evaluation.model.mae:.3f}")
+
+
+@task
+def report_unchanged(series: Series, horizon: int, model_name: str, version, run_id: str) -> RunSummary:
+    """Nothing to train: the registry already holds the model of this data and these parameters."""
+    run = Run(run_id)
+    metrics = run.client.get_run(version.run_id).data.metrics
+    forecast = Forecast(next_dates(series.dates[-1], horizon),
+                        np.array([metrics.get(f"forecast_{i + 1}", np.nan) for i in range(horizon)]))
+    status = "champion" if version.aliases and tracking.CHAMPION in version.aliases else "unchanged"
+    run.set_tags({"skipped": "unchanged data and parameters", "model_version": version.version, "model_role": status})
+    message = (f"unchanged: {model_name} v{version.version} (MLflow run {version.run_id}) was trained on this "
+               f"data (sha256 {series.sha256[:12]}…) with these parameters; no new version")
+    say(message)
+    create_markdown_artifact(key="nightly-report", markdown=f"# Nightly forecast: nothing new\n\n{message}.",
+                             description="unchanged data and parameters")
+    return RunSummary(run_id, str(version.version), status, metrics.get("test_mae", np.nan),
+                      metrics.get("naive_test_mae", np.nan), forecast)

@@ -1,0 +1,39 @@
+"""Shorthands shared by the pipeline tests."""
+import http.server
+import sys
+
+import numpy as np
+
+from flows.core.config import WindowSpec
+from flows.core.windowing import make_windows
+
+
+def cut(values, dtype=np.float32, target: str = "level", **spec):
+    """``make_windows`` with a :class:`WindowSpec` of ``spec`` (min-max levels unless ``target`` says otherwise)."""
+    return make_windows(values, WindowSpec(target=target, **spec), dtype)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Answers each path with ``routes[path](n)`` = (status, content type, body) for its n-th request."""
+
+    routes: dict = {}
+    hits: dict = {}
+
+    def do_GET(self):  # noqa: N802
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        status, ctype, body = self.routes[self.path](self.hits[self.path])
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the client gave up first (the time-out test): nothing to report
+        super().handle_error(request, client_address)
