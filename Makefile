@@ -3,17 +3,25 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv run bench clean
+.PHONY: test venv chromium run bench clean
 
 venv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e ".[test]"
 
+# Debian's chromium renders the Prefect and MLflow UIs in the e2e test: installed when missing
+# (as root, or through sudo).
+chromium:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian's chromium for the e2e test"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 # Every test on the optimised kernels, then the kernel tests again on a build with bounds checking.
-test: venv
+test: venv chromium
 	NNCORE_REQUIRE_KERNELS=1 $(BIN)/python -m pytest
 	NNCORE_KERNEL_DEBUG=1 $(BIN)/pip install -e .
-	NNCORE_REQUIRE_KERNELS=1 $(BIN)/python -m pytest tests/test_kernels.py tests/test_recurrent.py -q
+	NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_DEBUG=1 $(BIN)/python -m pytest tests/test_kernels.py tests/test_recurrent.py -q
 	$(BIN)/pip install -e .
 
 run: venv

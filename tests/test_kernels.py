@@ -298,11 +298,31 @@ def test_denormal_mode_restored():
     assert (tiny * np.float32(1e-3))[0] > 0
 
 
-def test_info():
-    assert kernels.KERNELS == {"rnn": True, "gru": True, "lstm": True}
-    assert isinstance(kernels.threads(), int) and kernels.threads() >= 1
+def test_every_kind_the_extension_reports_has_its_kernels_and_nncore_uses_them():
+    for kind, built in kernels.KERNELS.items():
+        assert built == all(callable(getattr(kernels, f"{kind}_{part}", None))
+                            for part in ("forward", "backward", "train_step")), kind
+        assert ref.kernel_available(kind) == built
+        assert ref.RECURRENT_LAYERS[kind](1, 2, backend="auto").backend == ("cython" if built else "numpy")
+
+
+def test_the_thread_count_follows_omp_num_threads():
+    import subprocess
+    import sys
+
+    for n in (1, 3):
+        out = subprocess.run([sys.executable, "-c", "import kernels; print(kernels.threads())"], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": str(n)})
+        assert out.returncode == 0 and out.stdout.strip() == str(n), out.stdout + out.stderr
+
+
+def test_the_build_is_the_one_the_test_run_asked_for():
+    """``make test`` runs the kernel tests a second time on a bounds-checked build (NNCORE_KERNEL_DEBUG=1):
+    it tells the tests through NNCORE_EXPECT_DEBUG, so a stale optimised build cannot pass as the debug one."""
     info = kernels.build_info()
-    assert set(info) >= {"native", "debug", "tanh"}
+    assert info["debug"] == (os.environ.get("NNCORE_EXPECT_DEBUG", "0") == "1"), info
+    assert info["native"] == (os.environ.get("NNCORE_EXPECT_NATIVE", "1") == "1"), info
+    assert info["tanh"]
 
 
 # --------------------------------------------------------------------------------------------
