@@ -21,7 +21,9 @@ from prefect import flow
 from prefect.runtime import flow_run as current_flow_run
 
 from flows import cli
+from flows.core import ingest
 from flows.core.config import ConfigError, RunConfig
+from flows.core.sources import DataError
 from flows.runtime import tracking
 from flows.tasks import (RunSummary, evaluate_model, load_series, log_results, make_windows, publish_model,
                          report_unchanged, show_config, train_model, write_report)
@@ -47,7 +49,7 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
         done = tracking.find_version(cfg.tracking.model_name, run_key)
         if done is not None and not cfg.tracking.resume:  # a rerun of a night: same data, same parameters
             return report_unchanged(series, cfg.windows.horizon, cfg.tracking.model_name, done, run.id)
-        windows = make_windows(series, cfg.data.n_values, cfg.windows, cfg.model.dtype)
+        windows = make_windows(series, cfg.data.n_values, cfg.data.season, cfg.windows, cfg.model.dtype)
         result = train_model(windows, cfg.model, cfg.training, cfg.tracking, cfg.training_key(), run.id)
         evaluation, forecast = evaluate_model(result, windows)
         pngs = log_results(series, windows, result, evaluation, forecast, run.id)
@@ -71,10 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     cli.console_logging()
     overrides = cli.overrides_from(args)
     try:
-        RunConfig.resolve(args.preset, overrides)  # reject bad parameters before starting anything
+        cfg = RunConfig.resolve(args.preset, overrides)  # reject bad parameters before starting anything
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not cfg.data.source.startswith(("http://", "https://")):  # a URL is read once, by the flow's retried task
+        try:  # bad data is reported now, while the Prefect server boots, not after it
+            ingest.load_series(cfg.data, cfg.windows.positive_only)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     try:
         tracking.client()  # open the MLflow store (~2 s with sqlite) while the Prefect server boots
         server.wait_ready()  # the temporary server started by the CLI, if any

@@ -44,7 +44,7 @@ from flows.core import backtest as bt
 from flows.core import report
 from flows.core.backtest import SweepEntry
 from flows.core.config import PARAMETERS, ConfigError, RunConfig, parse_value
-from flows.core.ingest import Series
+from flows.core.panel import Panel
 from flows.runtime import tracking
 from flows.runtime.cluster import dask_runner
 from flows.tasks import load_series, say
@@ -86,7 +86,7 @@ def label(cfg: RunConfig, grid: dict) -> str:
 # Tasks
 # ----------------------------------------------------------------------------------------------
 @task(task_run_name="backtest {name}")
-def backtest_config(cfg: RunConfig, name: str, series: Series, folds: list, level: float, parent_run_id: str,
+def backtest_config(cfg: RunConfig, name: str, series: Panel, folds: list, level: float, parent_run_id: str,
                     experiment: str) -> SweepEntry:
     """Train and evaluate one configuration on every fold; a nested MLflow run holds its record."""
     tags = {"sweep_config": name, "data_sha256": series.sha256}

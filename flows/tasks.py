@@ -22,9 +22,10 @@ from prefect.exceptions import MissingContextError
 
 from flows.core import ingest, report, windowing
 from flows.core.calendar import next_dates
-from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
+from flows.core.config import (PARAMETERS, ConfigError, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec,
+                                WindowSpec)
 from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next
-from flows.core.ingest import Series
+from flows.core.panel import Panel
 from flows.core.model_io import load_forecaster, save_forecaster
 from flows.core.training import TrainResult, train
 from flows.core.windowing import Windows
@@ -76,20 +77,26 @@ def _retry_io_only(task, task_run, state) -> bool:
 
 
 @task(retries=len(IO_RETRY_DELAYS), retry_delay_seconds=IO_RETRY_DELAYS or 0, retry_condition_fn=_retry_io_only)
-def load_series(spec: DataSpec, positive: bool, run_id: str) -> Series:
+def load_series(spec: DataSpec, positive: bool, run_id: str) -> Panel:
     """Read and validate the series (download once into the cache when needed)."""
-    series = ingest.load_series(spec, positive)
-    Run(run_id).set_tags({"data_sha256": series.sha256, "data_source": series.source,
-                          "data_last_date": str(series.dates[-1]), "data_rows": len(series)})
-    say(f"loaded {len(series)} values of {series.source} ({series.dates[0]} … {series.dates[-1]})")
-    return series
+    panel = ingest.load_series(spec, positive)
+    Run(run_id).set_tags({"data_sha256": panel.sha256, "data_source": panel.source, "data_freq": panel.freq,
+                          "data_series": panel.n_series, "data_last_date": str(panel.last.max()),
+                          "data_rows": len(panel), "data_filled": panel.filled})
+    say(f"loaded {len(panel)} values of {panel.source}: {panel.n_series} series at frequency {panel.freq} "
+        f"({panel.times.min()} … {panel.last.max()}){f'; {panel.filled} values filled' if panel.filled else ''}")
+    return panel
 
 
 @task
-def make_windows(series: Series, n_values: int | None, spec: WindowSpec, dtype: str) -> Windows:
+def make_windows(series: Panel, n_values: int | None, season: int | None, spec: WindowSpec, dtype: str) -> Windows:
     """Cut the series into scaled windows and chronological train/validation/test parts."""
+    if series.n_series > 1:
+        raise ConfigError(f"{series.source} holds {series.n_series} series (--id-column or several --value-column "
+                          "columns); this version trains on one series: give one value column, or a file of one "
+                          "series")
     used = series.tail(n_values)
-    windows = windowing.make_windows(used.values, spec, np.dtype(dtype), used.dates)
+    windows = windowing.make_windows(used.values, spec, np.dtype(dtype), used.dates, used.freq, season)
     say(f"windows: {len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test")
     return windows
 
@@ -141,13 +148,15 @@ def evaluate_model(result: TrainResult, windows: Windows) -> tuple[Evaluation, F
     """Test metrics (stateless and carried state) against naive and drift, and the next forecast."""
     evaluation = evaluate(result.model, windows)
     forecast = forecast_next(result.model, windows)
+    name, best = evaluation.strongest_baseline()
     say(f"test MAE {evaluation.model.mae:.3f} (carried {evaluation.carried.mae:.3f}) vs naive "
-        f"{evaluation.naive.mae:.3f}: MASE {evaluation.model.mase:.3f}")
+        f"{evaluation.naive.mae:.3f}, seasonal naive ({evaluation.season}) {evaluation.snaive.mae:.3f}: MASE "
+        f"{evaluation.model.mase:.3f}; strongest baseline: {Evaluation.BASELINES[name]}")
     return evaluation, forecast
 
 
 @task
-def log_results(series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation, forecast: Forecast,
+def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, forecast: Forecast,
                 run_id: str) -> dict[str, bytes]:
     """Final metrics, the figures and ``forecast.csv`` to the MLflow run; returns the figures (PNG bytes)."""
     run = Run(run_id)
@@ -159,7 +168,7 @@ def log_results(series: Series, windows: Windows, result: TrainResult, evaluatio
 
 
 @task
-def publish_model(series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation, model_name: str,
+def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, model_name: str,
                   run_key: str, run_id: str) -> Promotion:
     """Save the model (weights + JSON, no pickle), register a version, make it champion if it beats the champion."""
     run = Run(run_id)
@@ -177,7 +186,7 @@ def publish_model(series: Series, windows: Windows, result: TrainResult, evaluat
 
 
 @task
-def write_report(cfg: RunConfig, series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation,
+def write_report(cfg: RunConfig, series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation,
                  forecast: Forecast, promotion: Promotion, pngs: dict[str, bytes], run_id: str) -> None:
     """The run's markdown report in the Prefect UI (metrics table, registry decision, small figures)."""
     markdown = report.markdown_report(cfg, series, windows, result, evaluation, forecast,
@@ -187,11 +196,11 @@ def write_report(cfg: RunConfig, series: Series, windows: Windows, result: Train
 
 
 @task
-def report_unchanged(series: Series, horizon: int, model_name: str, version, run_id: str) -> RunSummary:
+def report_unchanged(series: Panel, horizon: int, model_name: str, version, run_id: str) -> RunSummary:
     """Nothing to train: the registry already holds the model of this data and these parameters."""
     run = Run(run_id)
     metrics = run.client.get_run(version.run_id).data.metrics
-    forecast = Forecast(next_dates(series.dates[-1], horizon),
+    forecast = Forecast(next_dates(series.dates[-1], horizon, series.freq),
                         np.array([metrics.get(f"forecast_{i + 1}", np.nan) for i in range(horizon)]))
     status = "champion" if version.aliases and tracking.CHAMPION in version.aliases else "unchanged"
     run.set_tags({"skipped": "unchanged data and parameters", "model_version": version.version, "model_role": status})

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 from nncore import BACKENDS, DTYPES, LOSSES, MODELS, OPTIMIZERS
 
+from .calendar import FrequencyError, parse_freq
+from .panel import FILLS
 from .sources import redact
 from .transforms import TRANSFORMS
 
@@ -78,12 +80,27 @@ def is_name(v) -> str | None:
     return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
 
 
+def is_gap(v) -> str | None:
+    return None if v is None or (_is_int(v) and v >= 0) else "must be an integer >= 0 (or none: the default)"
+
+
+def is_freq(v) -> str | None:
+    if v is None:
+        return None
+    try:
+        parse_freq(v)
+    except FrequencyError as e:
+        return str(e).split(": ", 1)[-1]
+    return None
+
+
 def param(default, help: str, check: Callable[[Any], str | None] | None = None, *, choices=None,
-          optional: bool = False, training: bool = True):
-    """A spec field: its help text, its check (or registry of choices), whether 0/None means "none",
-    and whether it changes what is trained (``training=False``: where or how often it is logged)."""
+          optional: bool = False, nullable: bool = False, training: bool = True):
+    """A spec field: its help text, its check (or registry of choices), whether 0/None means "none"
+    (``optional``) or None alone does (``nullable``: the check sees None), and whether it changes what is
+    trained (``training=False``: where or how often it is logged)."""
     return field(default=default, metadata={"help": help, "check": check, "choices": choices, "optional": optional,
-                                            "training": training})
+                                            "nullable": nullable, "training": training})
 
 
 class _Spec:
@@ -113,12 +130,23 @@ def _fail(name: str, value, problem: str):
 class DataSpec(_Spec):
     """What to read."""
 
-    source: str = param("sp500", "registered source name (data/sources.json), CSV path or http(s) URL", is_name)
-    date_column: str = param("ds", "name of the date column", is_name)
-    value_column: str = param("y", "name of the value column", is_name)
-    max_gap_days: int | None = param(10, "reject gaps longer than this many days between dates (0: no check)",
-                                     is_count, optional=True)
-    n_values: int | None = param(None, "use only the last N values (0: all)", is_count, optional=True)
+    source: str = param("sp500", "registered source name (data/sources.json), CSV or Parquet path, or http(s) URL",
+                        is_name)
+    date_column: str = param("ds", "name of the time column (ISO dates or date-times)", is_name)
+    value_column: str = param("y", "name of the value column; several (a,b,c) or * for a wide file, one column "
+                                   "per series", is_name)
+    id_column: str | None = param(None, "long format: the column(s) naming each series (a or a,b)", is_name,
+                                  optional=True)
+    freq: str | None = param(None, "pandas frequency (B, D, W-SUN, MS, QE-DEC, YS, h, 30min, …); inferred when not "
+                                   "given", is_freq, optional=True)
+    max_gap: int | None = param(None, "missing periods in a row to accept (default: 5 for business days, market "
+                                      "holidays; 0 otherwise)", is_gap, nullable=True)
+    fill: str = param("none", "fill missing periods: none (they are an error beyond --max-gap) | ffill | "
+                              "interpolate", choices=FILLS)
+    n_values: int | None = param(None, "use only the last N values of each series (0: all)", is_count, optional=True)
+    season: int | None = param(None, "season length in periods, for the seasonal naive baseline (default from the "
+                                     "frequency: 5 business days, 7 days, 52 weeks, 12 months, 4 quarters, 24 hours, "
+                                     "48 half-hours, …)", is_count, optional=True, training=False)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from .backtest import SweepEntry  # noqa: E402
 from .config import RunConfig  # noqa: E402
 from .evaluation import Evaluation, Forecast  # noqa: E402
-from .ingest import Series  # noqa: E402
+from .panel import Panel  # noqa: E402
 from .training import TrainResult  # noqa: E402
 from .windowing import Windows  # noqa: E402
 
@@ -30,7 +30,7 @@ PUBLISHED = {
 }
 
 
-def figure_series(series: Series, windows: Windows):
+def figure_series(series: Panel, windows: Windows):
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.plot(series.dates, series.values, lw=0.7, color="0.2")
     for split, color, label in ((windows.train, "tab:blue", "train"), (windows.val, "tab:orange", "validation"),
@@ -102,7 +102,7 @@ def render_png(figures: dict, dpi: int = 110) -> dict[str, bytes]:
     return out
 
 
-def run_figures(series: Series, windows: Windows, evaluation: Evaluation, result: TrainResult) -> dict[str, bytes]:
+def run_figures(series: Panel, windows: Windows, evaluation: Evaluation, result: TrainResult) -> dict[str, bytes]:
     """The nightly run's figures as PNG bytes, by file name."""
     return render_png({
         "series.png": figure_series(series, windows),
@@ -129,17 +129,18 @@ def inline_png(png: bytes, width: int = 400) -> str:
 
 def _row(name: str, m) -> str:
     return (f"| {name} | {m.mse:.2f} | {m.rmse:.2f} | {m.mae:.2f} | {m.mape:.2f} | {m.smape:.2f} "
-            f"| {m.mase:.3f} | {m.directional_accuracy:.3f} |")
+            f"| {m.mase:.3f} | {m.mase_snaive:.3f} | {m.directional_accuracy:.3f} |")
 
 
-def markdown_report(cfg: RunConfig, series: Series, windows: Windows, result: TrainResult, evaluation: Evaluation,
+def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation,
                     forecast: Forecast, registry: str, pngs: dict, mlflow_url: str | None = None) -> str:
     """The nightly report; ``registry`` is the sentence on the registered version (markdown)."""
     lines = [
         f"# Nightly forecast: {cfg.model.model}, hidden {cfg.model.hidden_size}, window {windows.window} → "
         f"{windows.horizon}",
         "",
-        f"Data: `{series.source}`, {len(series)} values up to {series.dates[-1]}, sha256 `{series.sha256[:12]}…`; "
+        f"Data: `{series.source}`, {len(series)} values at frequency `{series.freq}` up to {series.dates[-1]}, "
+        f"sha256 `{series.sha256[:12]}…`; "
         f"{len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test windows"
         f"{f' (preset `{cfg.preset}`)' if cfg.preset else ''}.",
         f"Training: {result.epochs_run} epochs in {result.seconds:.1f} s on the `{result.backend}` backend, "
@@ -154,20 +155,24 @@ def markdown_report(cfg: RunConfig, series: Series, windows: Windows, result: Tr
         "",
         "## Test metrics (original units)",
         "",
-        "| forecast | MSE | RMSE | MAE | MAPE % | sMAPE % | MASE | directional acc. |",
-        "|---|---|---|---|---|---|---|---|",
+        "| forecast | MSE | RMSE | MAE | MAPE % | sMAPE % | MASE (vs naive) | MASE (vs seasonal naive) | "
+        "directional acc. |",
+        "|---|---|---|---|---|---|---|---|---|",
         _row("model (stateless)", evaluation.model),
-        _row("model (carried state)", evaluation.carried),
+        _row("model (carried state, shown for reference)", evaluation.carried),
         _row("naive (tomorrow = today)", evaluation.naive),
+        _row(f"seasonal naive (season {evaluation.season})", evaluation.snaive),
         _row("random walk with drift", evaluation.drift),
     ]
     if cfg.preset == "notebook":
         lines += ["", "Source notebooks' published results (carried state, integer-truncated prices):", "",
                   "| model | MSE | MAE |", "|---|---|---|"]
         lines += [f"| {k} | {v['mse']:.2f} | {v['mae']:.2f} |" for k, v in PUBLISHED.items()]
-    best = min((evaluation.model, evaluation.carried), key=lambda s: s.mae)
-    verdict = "beats" if best.mase < 1 else "does not beat"
-    lines += ["", f"The model {verdict} the naive forecast on test MAE (MASE {best.mase:.3f}).", "", registry]
+    name, bar = evaluation.strongest_baseline()
+    verdict = "beats" if evaluation.model.mae < bar.mae else "does not beat"
+    lines += ["", f"The model {verdict} the strongest baseline, the {Evaluation.BASELINES[name]} forecast, on test MAE "
+              f"({evaluation.model.mae:.2f} vs {bar.mae:.2f}; ratio {evaluation.model.mae / bar.mae:.3f}). The "
+              "carried-state row is for reference: the verdict never chooses a mode on the test set.", "", registry]
     if mlflow_url:
         lines += ["", f"[Open the MLflow run]({mlflow_url})"]
     lines += ["", "## Figures", ""]

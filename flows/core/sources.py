@@ -160,6 +160,11 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
                 atomic_write(path, candidate.read_bytes())
                 log.info("seeded the cache with %s from %s", source, candidate)
                 return path, entry["sha256"]
+        if not entry.get("url"):
+            mirrors = ", ".join(entry.get("mirrors", []))
+            raise DataError(f"{source}: not in the cache ({path}) nor in a mirror ({mirrors}), "
+                            f"and it has no download URL: put {entry['filename']} (sha256 {entry['sha256']}) in one "
+                            "of them")
         log.info("downloading %s from %s", source, entry["url"])
         return download(entry["url"], path, entry["sha256"]), entry["sha256"]
     if source.startswith(("http://", "https://")):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .calendar import parse_freq, season_length
 from .config import WindowSpec
 from .transforms import WindowingError, fit_transform
 
@@ -49,6 +50,8 @@ class Windows:
     horizon: int
     values: np.ndarray   # (N,) the series used, original units
     dates: np.ndarray    # (N,) its dates
+    freq: str | None = None   # their frequency (calendar.py); None: integer positions
+    season: int = 1           # periods per season (the seasonal naive baseline's lag)
 
     @property
     def target(self) -> str:
@@ -79,10 +82,12 @@ def min_length(spec: WindowSpec) -> int:
     return fit + (spec.horizon - 1) + spec.test_size + spec.window + spec.horizon - 1
 
 
-def make_windows(values: np.ndarray, spec: WindowSpec, dtype=np.float32, dates: np.ndarray | None = None) -> Windows:
+def make_windows(values: np.ndarray, spec: WindowSpec, dtype=np.float32, dates: np.ndarray | None = None,
+                 freq: str | None = None, season: int | None = None) -> Windows:
     """Cut ``values`` into windows and splits; see the module docstring.
 
-    ``dates`` (N,) labels the values (positions 0 … N − 1 when not given).
+    ``dates`` (N,) labels the values at frequency ``freq`` (positions 0 … N − 1 when not given);
+    ``season`` defaults to the frequency's (:func:`flows.core.calendar.season_length`), 1 without one.
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1:
@@ -103,7 +108,9 @@ def make_windows(values: np.ndarray, spec: WindowSpec, dtype=np.float32, dates: 
         raise WindowingError(
             f"series too short: {len(values)} values give {max(n_windows, 0)} windows of {window} → {horizon}, "
             f"but test {test_size} + training {n_train if n_train > 0 else '≥1'} + validation ≥1 windows"
-            f"{f' (+ {purge} left out before the test part)' if purge else ''} need at least {min_length(spec)} values"
+            f"{f' (+ {purge} left out before the test part)' if purge else ''} need at least {min_length(spec)} "
+            f"values; "
+            f"shorten --window or --test-size (or --train-size), or give more data"
         )
     inputs = sliding_window_view(values, window)[:n_windows]                  # (M, W)
     targets = sliding_window_view(values[window:], horizon)[:n_windows]       # (M, h)
@@ -123,5 +130,7 @@ def make_windows(values: np.ndarray, spec: WindowSpec, dtype=np.float32, dates: 
             dates=target_dates[lo:hi].copy(),
         )
 
+    if season is None:
+        season = season_length(parse_freq(freq)) if freq else 1
     return Windows(part(0, n_train), part(n_train, n_train + n_val), part(n_rest, n_windows), scaler,
-                   window, horizon, values, dates)
+                   window, horizon, values, dates, freq, season)

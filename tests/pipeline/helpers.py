@@ -8,9 +8,9 @@ from flows.core.config import WindowSpec
 from flows.core.windowing import make_windows
 
 
-def cut(values, dtype=np.float32, target: str = "level", **spec):
+def cut(values, dtype=np.float32, target: str = "level", season: int | None = None, **spec):
     """``make_windows`` with a :class:`WindowSpec` of ``spec`` (min-max levels unless ``target`` says otherwise)."""
-    return make_windows(values, WindowSpec(target=target, **spec), dtype)
+    return make_windows(values, WindowSpec(target=target, **spec), dtype, season=season)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

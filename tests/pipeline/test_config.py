@@ -64,7 +64,7 @@ def test_values_from_text_take_the_parameter_type():
     """A UI form or ``--param`` may send text; an integer where a float is expected is the same run."""
     assert resolve_config(window="30", lr="0.5").windows.window == 30
     assert resolve_config(grad_clip=1).training_key() == resolve_config(grad_clip=1.0).training_key()
-    assert (value_type("max_gap_days"), value_type("lr"), value_type("resume")) == (int, float, str)
+    assert (value_type("max_gap"), value_type("lr"), value_type("resume")) == (int, float, str)
     with pytest.raises(ConfigError, match=r"parameter epochs='many': not a valid int"):
         parse_value("epochs", "many")
 
@@ -109,3 +109,16 @@ def test_cli_rejects_bad_parameters_before_any_work(capsys):
 def test_every_preset_is_valid():
     for name in PRESETS:
         assert resolve_config(name).preset == name
+
+
+def test_the_cli_reports_bad_data_before_any_run_starts(tmp_path, capsys):
+    """A local file with bad data fails the command at once: no flow run, no MLflow run, exit 1."""
+    from mlflow import MlflowClient
+
+    from flows.runtime import tracking
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ds,y\n2020-01-01,1\n2020-01-02,oops\n")
+    assert main(["--source", str(bad), "--experiment", "cli-bad-data"]) == 1
+    assert f"error: {bad} line 3: value 'oops' in column 'y' is not a number" in capsys.readouterr().err
+    assert MlflowClient(tracking.tracking_uri()).get_experiment_by_name("cli-bad-data") is None

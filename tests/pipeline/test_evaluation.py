@@ -57,11 +57,12 @@ def trained():
 def test_evaluate_reports_every_metric_for_model_modes_and_baselines(trained):
     cfg, w, result = trained
     out = ev.evaluate(result.model, w)
-    for name in ("model", "carried", "naive", "drift"):
+    for name in ("model", "carried", "naive", "snaive", "drift"):
         assert set(getattr(out, name).as_metrics("")) == set(ev.METRICS)
         assert out.predictions[name].shape == (40, 1)
-    assert out.naive.mase == pytest.approx(1.0)
-    assert set(out.metrics()) == {p + m for p in ("test_", "carried_test_", "naive_test_", "drift_test_")
+    assert out.naive.mase == pytest.approx(1.0) and out.snaive.mase_snaive == pytest.approx(1.0)
+    assert out.season == 1 and np.array_equal(out.predictions["snaive"], out.predictions["naive"])  # no calendar
+    assert set(out.metrics()) == {p + m for p in ("test_", "carried_test_", "naive_test_", "snaive_test_", "drift_test_")
                                   for m in ev.METRICS}
     expected = w.to_levels(result.model.forward(w.test.X)[0], w.test.last)
     np.testing.assert_allclose(out.predictions["model"], expected)
@@ -137,3 +138,18 @@ def test_a_model_file_with_a_pickle_is_refused_and_runs_nothing(trained, tmp_pat
     with pytest.raises(ValueError, match="allow_pickle=False"):
         load_forecaster(model_dir)
     assert not marker.exists()
+
+
+def test_seasonal_naive_repeats_the_last_season_for_every_step():
+    """Season 4 (quarters), horizon 6: steps 1-4 take the values one year back, steps 5-6 two years back."""
+    values = np.arange(40.0) ** 1.5 + 100
+    w = cut(values, np.float64, window=8, horizon=6, test_size=6, train_size=10)
+    s = ev.seasonal_naive_forecast(w.test, values, 6, 4)
+    t = w.test.index[0]                       # first target of the first test window
+    np.testing.assert_array_equal(s[0], [values[t - 4], values[t - 3], values[t - 2], values[t - 1],
+                                         values[t - 4], values[t - 3]])
+    # a weekly-seasonal series: seasonal naive is exact, naive is not, and the verdict names the stronger one
+    days = np.tile([10.0, 12, 15, 11, 9, 30, 31], 40)
+    w = cut(days, np.float64, window=14, test_size=20, season=7)
+    out = ev.evaluate(RecurrentForecaster("rnn", 3, dtype=np.float64, rng=0), w)
+    assert out.snaive.mae == 0 and out.naive.mae > 0 and out.strongest_baseline()[0] == "snaive"

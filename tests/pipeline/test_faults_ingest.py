@@ -67,12 +67,29 @@ def with_date_of(source_row: int, row: int = BAD_ROW) -> bytes:
     return to_csv(rows)
 
 
-def with_gap(days: int, row: int = BAD_ROW) -> bytes:
-    """The base file with every date from ``row`` on moved ``days`` later (still sorted)."""
+def with_gap(business_days: int, row: int = BAD_ROW) -> bytes:
+    """The base file with every date from ``row`` on moved ``business_days`` later (still sorted, still weekdays)."""
     rows = base_rows()
-    shifted = np.array([d for d, _ in rows[row:]], dtype="datetime64[D]") + days
+    shifted = np.busday_offset(np.array([d for d, _ in rows[row:]], dtype="datetime64[D]"), business_days)
     rows[row:] = [(str(d), v) for d, (_, v) in zip(shifted, rows[row:])]
     return to_csv(rows)
+
+
+def long_csv(freq: str, n: int = 24, drop: tuple | None = None, duplicate: tuple | None = None) -> bytes:
+    """Two series, A and B, in long format at ``freq``; ``drop=(id, k)`` removes B's k-th row,
+    ``duplicate=(id, k)`` repeats A's k-th row."""
+    import pandas as pd
+
+    times = [str(t.date()) for t in pd.date_range("2019-01-01", periods=n, freq=freq)]
+    rows = []
+    for sid in ("A", "B"):
+        for k, t in enumerate(times):
+            if drop == (sid, k):
+                continue
+            rows.append(f"{sid},{t},{100 + k}")
+            if duplicate == (sid, k):
+                rows.append(f"{sid},{t},{100 + k}")
+    return ("unique_id,ds,y\n" + "\n".join(rows) + "\n").encode()
 
 
 def truncated() -> bytes:
@@ -199,10 +216,36 @@ CASES = [
     case("unsorted-dates", file_source(lambda: with_date_of(BAD_ROW - 2)), "load_series",
          rf"line {L}: date \S+ comes before \S+ on line {L - 1}; dates must be sorted",
          fault="unsorted dates", did=f"flow FAILED in load_series: line {L}: date comes before line {L - 1}'s"),
-    case("gap", file_source(lambda: with_gap(60)), "load_series",
-         rf"line {L}: gap of 6\d days after \S+ \(line {L - 1}\) exceeds 5 days",
-         overrides={"max_gap_days": 5}, fault="gap of 60 days (max_gap_days 5)",
-         did=f"flow FAILED in load_series: line {L}: gap exceeds 5 days"),
+    case("gap", file_source(lambda: with_gap(42)), "load_series",
+         rf"line {L}: 42 missing business days between \S+ \(line {L - 1}\) and \S+; the series must be complete "
+         r"at frequency B: fill gaps with --fill ffill\|interpolate, accept up to N missing with --max-gap N \(now 5\)",
+         fault="a gap of 42 business days (2 months) in a business-day series (market holidays: at most 5)",
+         did=f"flow FAILED in load_series: line {L}: the missing business days, naming --fill, --max-gap and --freq"),
+    case("missing-month", file_source(lambda: long_csv("MS", drop=("B", 5))), "load_series",
+         r"line \d+: series 'B': 1 missing months between 2019-05-01 \(line \d+\) and 2019-07-01",
+         overrides={"id_column": "unique_id"}, fault="a missing month in one series of a monthly panel",
+         did="flow FAILED in load_series: names the series, the month before and after, --fill and --max-gap"),
+    case("weekend-in-business-days", file_source(lambda: to_csv(base_rows()).replace(b"2020-11-20,", b"2020-11-21,")),
+         "load_series", r"line \d+: 2020-11-21 is not on the B grid \(business days\); is the frequency right\? "
+         r"\(--freq\)", overrides={"freq": "B"}, fault="a Saturday in a business-day series (--freq B)",
+         did="flow FAILED in load_series: the date is not on the B grid; --freq named"),
+    case("time-of-day-in-daily", file_source(lambda: long_csv("D").replace(b"2019-01-09,", b"2019-01-09 12:00,", 1)),
+         "load_series", r"line 10: series 'A': 2019-01-09T12:00:00 is not on the D grid \(days\)",
+         overrides={"id_column": "unique_id"}, fault="a time of day in a daily series",
+         did="flow FAILED in load_series: the series and timestamp off the D grid"),
+    case("duplicate-in-series", file_source(lambda: long_csv("MS", duplicate=("A", 3))), "load_series",
+         r"line \d+: series 'A': duplicate date 2019-04-01 \(also on line \d+\)",
+         overrides={"id_column": "unique_id"}, fault="a duplicate timestamp within one series of a panel",
+         did="flow FAILED in load_series: the series, the date and both lines"),
+    case("missing-id-column", file_source(lambda: long_csv("MS")), "load_series",
+         r"line 1: missing column\(s\) 'store'; the header has \['unique_id', 'ds', 'y'\]; name the columns with "
+         r"--id-column", overrides={"id_column": "store"}, fault="an id column the file does not have",
+         did="flow FAILED in load_series: line 1: missing column, naming --id-column"),
+    case("hole-in-wide-column", file_source(lambda: b"ds,a,b\n2019-01-01,1,\n2019-02-01,2,5\n2019-03-01,3,\n"
+                                                    b"2019-04-01,4,6\n"),
+         "load_series", r"line 4: missing value in column 'b'", overrides={"value_column": "a,b"},
+         fault="an empty cell inside a series of a wide file (one column per series)",
+         did="flow FAILED in load_series: line 4: missing value in column 'b' (a late start is allowed)"),
     case("too-short", file_source(lambda: to_csv(base_rows(50))), "make_windows",
          r"series too short: 50 values give 30 windows of 20 → 1, but test 60 .* need at least \d+ values",
          fault="series shorter than window + splits",
@@ -289,16 +332,21 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------------------------
 # The test
 # ----------------------------------------------------------------------------------------------
-def test_base_series_is_valid_and_long_enough():
+def test_base_series_is_valid_and_long_enough(tmp_path):
     """The faults below are the only problems: the unmodified base file loads and windows cleanly."""
-    from flows.core.config import WindowSpec
-    from flows.core.ingest import parse_csv
+    from flows.core.config import DataSpec, WindowSpec
+    from flows.core.ingest import load_series
     from flows.core.windowing import make_windows
 
-    dates, values = parse_csv(to_csv(base_rows()), "base", max_gap_days=5, positive=True)
-    assert len(values) == N_ROWS and np.all(np.diff(dates).astype(int) > 0)
-    w = make_windows(values[-CONFIG["n_values"]:], WindowSpec(window=CONFIG["window"], test_size=CONFIG["test_size"]))
+    path = Path(tmp_path) / "base.csv"
+    path.write_bytes(to_csv(base_rows()))
+    panel = load_series(DataSpec(source=str(path)), positive=True)
+    assert len(panel) == N_ROWS and panel.freq == "B" and np.all(np.diff(panel.times).astype(int) > 0)
+    w = make_windows(panel.values[-CONFIG["n_values"]:], WindowSpec(window=CONFIG["window"], test_size=CONFIG["test_size"]))
     assert len(w.test) == CONFIG["test_size"]
+    for freq in ("MS", "D"):  # the panels the cases below spoil are valid as made
+        path.write_bytes(long_csv(freq))
+        assert load_series(DataSpec(source=str(path), id_column="unique_id")).n_series == 2
 
 
 @pytest.mark.parametrize("make_source,overrides,task,pattern", CASES)

@@ -7,13 +7,12 @@ import pytest
 
 from flows.core import ingest, sources
 from flows.core.config import DataSpec
-from flows.core.ingest import parse_csv
 from flows.core.sources import DataError, SourceUnavailable
 
 
 def load_series(source, **spec):
     """``ingest.load_series`` of a :class:`DataSpec` (no gap limit unless given)."""
-    return ingest.load_series(DataSpec(source=source, **{"max_gap_days": 0, **spec}))
+    return ingest.load_series(DataSpec(source=source, **spec))
 
 GOOD = b"ds,y\n2020-01-01,1.0\n2020-01-02,2.5\n2020-01-03,3.0\n"
 
@@ -49,12 +48,20 @@ def test_malformed_input_is_rejected_with_line_and_problem(name, data, pattern, 
     assert str(path) in str(exc.value)  # the source is named
 
 
-def test_gap_of_many_days_is_rejected_when_a_limit_is_set():
-    data = b"ds,y\n2020-01-01,1\n2020-01-02,2\n2020-03-01,3\n"
-    with pytest.raises(DataError, match=r"line 4: gap of 59 days after 2020-01-02 \(line 3\) exceeds 10 days"):
-        parse_csv(data, "gappy.csv", max_gap_days=10)
-    dates, _ = parse_csv(data, "gappy.csv")  # no limit: accepted
-    assert len(dates) == 3
+def test_a_gap_in_a_daily_series_is_rejected_unless_accepted_or_filled(tmp_path):
+    """A Saturday in the data makes it a calendar-day series; 5 and 6 January are missing."""
+    path = tmp_path / "gappy.csv"
+    path.write_bytes(b"ds,y\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n2020-01-04,4\n2020-01-07,7\n2020-01-08,8\n")
+    with pytest.raises(DataError, match=r"line 6: 2 missing days between 2020-01-04 \(line 5\) and 2020-01-07; .*"
+                                        r"--fill ffill\|interpolate.*--max-gap N \(now 0\).*--freq"):
+        load_series(str(path))
+    assert len(load_series(str(path), max_gap=2)) == 6                  # accepted as it is
+    filled = load_series(str(path), fill="interpolate")
+    np.testing.assert_array_equal(filled.values, [1, 2, 3, 4, 5, 6, 7, 8])
+    assert filled.filled == 2 and str(filled.times[4]) == "2020-01-05" and filled.freq == "D"
+    assert load_series(str(path), fill="ffill").values.tolist() == [1, 2, 3, 4, 4, 4, 7, 8]
+    with pytest.raises(DataError, match=r"line 5: 2020-01-04 is not on the B grid \(business days\).*--freq"):
+        load_series(str(path), freq="B")
 
 
 def test_good_file_custom_columns_bom_crlf_and_blank_lines(tmp_path):
@@ -67,7 +74,7 @@ def test_good_file_custom_columns_bom_crlf_and_blank_lines(tmp_path):
 
 
 def test_missing_file_names_the_alternatives():
-    with pytest.raises(DataError, match=r"no such file, and not a registered source \(sp500\)"):
+    with pytest.raises(DataError, match=r"no such file, and not a registered source \(elecdemand, sp500, sp500_ohlcv, us_employment\)"):
         load_series("/nonexistent/prices.csv")
 
 
@@ -185,3 +192,48 @@ def test_a_local_mirror_seeds_the_cache_and_a_bad_mirror_copy_is_an_error(tmp_pa
     with pytest.raises(DataError, match=r"mirror copy .* has sha256"):
         load_series("sp500")
     assert not (cache / "SP500_Datos.csv").exists()
+
+
+@pytest.mark.parametrize("name, freq, n_series, rows, last", [
+    ("us_employment", "MS", 148, 72339, "2019-09-01"),
+    ("elecdemand", "30min", 1, 17520, "2014-12-31T23:30:00"),
+    ("sp500_ohlcv", "B", 1, 17346, "2018-12-07"),
+])
+def test_the_registered_real_data_sets_load_from_the_mirror(name, freq, n_series, rows, last, tmp_path, monkeypatch):
+    """Pinned by SHA-256, seeded from ../shared/data, columns and frequency from their registry entries."""
+    monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(tmp_path))
+    panel = load_series(name)
+    assert (panel.freq, panel.n_series, len(panel), str(panel.last.max())) == (freq, n_series, rows, last)
+    assert panel.sha256 == sources.registered_sources()[name]["sha256"]
+    assert np.all(np.diff(panel.offsets) > 0) and np.all(np.isfinite(panel.values))
+
+
+def test_a_registered_source_without_a_url_or_a_copy_says_where_to_put_it(tmp_path, monkeypatch):
+    entry = dict(sources.registered_sources()["us_employment"], mirrors=[])
+    monkeypatch.setattr(sources, "registered_sources", lambda: {"us_employment": entry})
+    monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(tmp_path))
+    with pytest.raises(DataError, match=r"us_employment: not in the cache .* and it has no download URL: put "
+                                        r"us_employment\.csv \(sha256 fccbd277"):
+        load_series("us_employment")
+
+
+def test_long_wide_and_parquet_layouts_give_the_same_panel(tmp_path):
+    import pandas as pd
+
+    times = pd.date_range("2020-01-01", periods=6, freq="MS")
+    long = pd.DataFrame({"shop": ["x"] * 6 + ["y"] * 4, "item": ["a"] * 6 + ["b"] * 4,
+                         "ds": list(times) + list(times[2:]), "y": np.arange(10.0) + 1})
+    long.sample(frac=1.0, random_state=0).sort_values("ds", kind="stable").to_csv(tmp_path / "long.csv", index=False)
+    wide = pd.DataFrame({"ds": times, "x/a": np.arange(6.0) + 1, "y/b": [np.nan, np.nan, 7, 8, 9, 10]})
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    long.to_parquet(tmp_path / "long.parquet")
+    a = load_series(str(tmp_path / "long.csv"), id_column="shop,item")
+    b = load_series(str(tmp_path / "wide.csv"), value_column="*")
+    c = load_series(str(tmp_path / "long.parquet"), id_column="shop,item")
+    for p in (a, b, c):
+        assert p.freq == "MS" and list(p.ids) == ["x/a", "y/b"] and list(p.lengths) == [6, 4]
+        np.testing.assert_array_equal(p.values, np.arange(10.0) + 1)
+        np.testing.assert_array_equal(p.times[6:], times[2:].values.astype("datetime64[D]"))
+    with pytest.raises(DataError, match=r"long\.parquet row 3: series 'x/a': duplicate date 2020-02-01"):
+        pd.concat([long.iloc[:2], long.iloc[1:]]).to_parquet(tmp_path / "long.parquet")
+        load_series(str(tmp_path / "long.parquet"), id_column="shop,item")
