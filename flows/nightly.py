@@ -53,7 +53,8 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
         result = train_model(windows, cfg.model, cfg.training, cfg.tracking, cfg.training_key(), run.id)
         evaluation, forecast = evaluate_model(result, windows)
         pngs = log_results(series, windows, result, evaluation, forecast, run.id)
-        promotion = publish_model(series, windows, result, evaluation, cfg.tracking.model_name, run_key, run.id)
+        promotion = publish_model(series, windows, result, evaluation, cfg.tracking.model_name, run_key,
+                                  tracking.forecast_key(cfg.public()), run.id)
         write_report(cfg, series, windows, result, evaluation, forecast, promotion, pngs, run.id)
     return RunSummary(run.id, promotion.version, promotion.status, evaluation.model.mae, evaluation.naive.mae,
                       forecast, promotion.previous_version)

@@ -169,7 +169,7 @@ def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation
 
 @task
 def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, model_name: str,
-                  run_key: str, run_id: str) -> Promotion:
+                  run_key: str, forecast_key: str, run_id: str) -> Promotion:
     """Save the model (weights + JSON, no pickle), register a version, make it champion if it beats the champion."""
     run = Run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +179,7 @@ def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluati
         prediction = load_forecaster(model_dir).predict(example)
         version = tracking.log_model(run, model_dir, example, prediction, model_name)
     run.client.set_model_version_tag(model_name, version, "run_key", run_key)
-    promotion = tracking.promote(model_name, version, evaluation.model.mae)
+    promotion = tracking.promote(model_name, version, evaluation.model.mase, forecast_key)
     run.set_tags({"model_version": version, "model_role": promotion.status})
     say(f"registered {model_name} v{version}: {promotion.status}")
     return promotion

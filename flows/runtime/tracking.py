@@ -248,6 +248,18 @@ def find_version(model_name: str, key: str):
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
+#: the parameters that say what a model forecasts; versions are compared only when these agree
+FORECAST_PARAMS = ("source", "value_column", "id_column", "horizon")
+
+
+def forecast_key(params: dict) -> str:
+    """What a run forecasts (its source's series and how far ahead), from its parameters; a legacy run that
+    did not log a parameter has its default."""
+    defaults = {"id_column": None, "value_column": "y"}
+    what = {k: str(params.get(k, defaults.get(k))) for k in FORECAST_PARAMS}
+    return " · ".join(f"{k}={v}" for k, v in what.items())
+
+
 @dataclass(frozen=True)
 class Promotion:
     """What :func:`promote` decided for one version."""
@@ -255,46 +267,62 @@ class Promotion:
     version: str
     status: str                        # "champion" | "challenger"
     previous_version: str | None       # the champion before, if any
-    previous_test_mae: float | None
+    previous_score: float | None       # its test MASE
+    note: str = ""                     # why the alias did not move, when that is not a score
 
     def sentence(self, model_name: str) -> str:
-        prev = (f"v{self.previous_version} (test MAE {self.previous_test_mae:.3f})" if self.previous_version
-                else "none")
+        prev = (f"v{self.previous_version} (test MASE {self.previous_score:.3f})" if self.previous_version
+                and self.previous_score is not None else "none")
         return (f"**Registry:** `{model_name}` version {self.version} is the **{self.status}** "
-                f"(previous champion: {prev}).")
+                f"(previous champion: {prev}).{' ' + self.note if self.note else ''}")
 
 
-def _champion(c: MlflowClient, model_name: str) -> tuple[str, float | None] | None:
+def _champion(c: MlflowClient, model_name: str) -> tuple[str, float | None, str] | None:
+    """(version, test MASE, forecast key) of the champion, if there is one."""
     try:
         mv = c.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
-    tag = mv.tags.get("test_mae")
-    mae = float(tag) if tag is not None else c.get_run(mv.run_id).data.metrics.get("test_mae")
-    return str(mv.version), mae
+    if "test_mase" in mv.tags and "forecast_key" in mv.tags:
+        return str(mv.version), float(mv.tags["test_mase"]), mv.tags["forecast_key"]
+    run = c.get_run(mv.run_id).data  # a version registered before versions were tagged: read its run
+    return str(mv.version), run.metrics.get("test_mase"), forecast_key(run.params)
 
 
-def promote(model_name: str, version: str, test_mae: float) -> Promotion:
-    """Alias ``champion`` the new version if it beats the current champion on test MAE, else tag it challenger.
+def promote(model_name: str, version: str, test_mase: float, key: str) -> Promotion:
+    """Alias ``champion`` the new version if it beats the current champion on test MASE, else tag it challenger.
+
+    Only versions that forecast the same thing (``key``: :func:`forecast_key`) are compared, and on a
+    scale-free score (the test MAE relative to the naive forecast's on the same points), so nights whose
+    test blocks differ compare fairly. A champion that forecasts something else (another source under the
+    same model name) is neither compared nor displaced: the new version is a challenger and the note says
+    to register that source under its own name.
 
     Safe when runs finish at the same time (one MLflow store, several processes, no lock): each new
-    version is tagged ``role=pending`` with its test MAE first; every run then sets the alias to the
-    best of {current champion, all pending versions} and re-reads until the alias is stable, and
-    only then tags its own version champion or challenger. Whatever the interleaving, the alias
-    ends on the best of them, as if the runs had finished one after another; a champion set by
+    version is tagged ``role=pending`` with its score first; every run then sets the alias to the
+    best of {current champion, all pending versions of the same key} and re-reads until the alias is
+    stable, and only then tags its own version champion or challenger. Whatever the interleaving, the
+    alias ends on the best of them, as if the runs had finished one after another; a champion set by
     hand stays unless a newer version beats it.
     """
     c = client()
-    c.set_model_version_tag(model_name, version, "test_mae", f"{test_mae:.6f}")
+    c.set_model_version_tag(model_name, version, "forecast_key", key)
+    c.set_model_version_tag(model_name, version, "test_mase", f"{test_mase:.6f}")
     c.set_model_version_tag(model_name, version, "role", "pending")
     previous = _champion(c, model_name)
+    if previous is not None and previous[2] != key:
+        c.set_model_version_tag(model_name, version, "role", CHALLENGER)
+        return Promotion(str(version), CHALLENGER, previous[0], previous[1],
+                         f"The champion v{previous[0]} forecasts other data ({previous[2]}; this run: {key}), so "
+                         "they were not compared: give this source its own --model-name.")
     best = None
     for _ in range(20):
         champ = _champion(c, model_name)
         pending = c.search_model_versions(f"name = '{model_name}' and tags.role = 'pending'")
-        candidates = [(str(v.version), float(v.tags["test_mae"])) for v in pending if "test_mae" in v.tags]
-        if champ is not None and champ[1] is not None:
-            candidates.append(champ)
+        candidates = [(str(v.version), float(v.tags["test_mase"])) for v in pending
+                      if "test_mase" in v.tags and v.tags.get("forecast_key") == key]
+        if champ is not None and champ[1] is not None and champ[2] == key:
+            candidates.append(champ[:2])
         best = min(candidates, key=lambda vm: (vm[1], int(vm[0])))
         if champ is not None and champ[0] == best[0]:
             break  # stable: the alias already names the best
