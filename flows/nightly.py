@@ -93,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"done: test MAE {summary.test_mae:.3f} vs naive {summary.naive_test_mae:.3f}; "
           f"model v{summary.version} is {summary.status}; MLflow run {summary.run_id}")
-    for d, v in summary.forecast.rows():
-        print(f"forecast {d}: {v:.2f}")
+    ids = list(dict.fromkeys(summary.forecast.unique_id))
+    for d, v in summary.forecast.rows()[:summary.forecast.step.max()]:
+        print(f"forecast {d}: {v:.2f}{f'  ({ids[0]})' if len(ids) > 1 else ''}")
+    if len(ids) > 1:
+        print(f"… and {len(ids) - 1} more series: forecasts.csv in the MLflow run")
     return 0
 
 

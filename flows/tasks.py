@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import MissingContextError
 
 from flows.core import ingest, report, windowing
+from flows.core.ingest import compact_times as ingest_compact
 from flows.core.calendar import next_dates
-from flows.core.config import (PARAMETERS, ConfigError, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec,
-                                WindowSpec)
+from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
 from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next
 from flows.core.panel import Panel
-from flows.core.model_io import load_forecaster, save_forecaster
+from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster
 from flows.core.training import TrainResult, train
 from flows.core.windowing import Windows
 from flows.runtime import tracking
@@ -35,6 +36,15 @@ from flows.runtime.tracking import Promotion, Run
 log = logging.getLogger("nnforecast")
 
 IO_RETRY_DELAYS = [float(s) for s in os.environ.get("NNFORECAST_IO_RETRY_DELAYS", "10,60,300").split(",") if s.strip()]
+
+
+def recent_history(windows: Windows, series: int) -> pd.DataFrame:
+    """The last ``window`` values of the first ``series`` series, as the served model takes them."""
+    W = windows.window
+    rows = [np.arange(e - W, e) for e in windows.ends[:series]]
+    pos = np.concatenate(rows)
+    return pd.DataFrame({"unique_id": np.repeat(windows.ids[:series].astype(str), W), "ds": windows.dates[pos],
+                         "y": windows.values[pos]})
 
 
 def say(message: str) -> None:
@@ -90,14 +100,14 @@ def load_series(spec: DataSpec, positive: bool, run_id: str) -> Panel:
 
 @task
 def make_windows(series: Panel, n_values: int | None, season: int | None, spec: WindowSpec, dtype: str) -> Windows:
-    """Cut the series into scaled windows and chronological train/validation/test parts."""
-    if series.n_series > 1:
-        raise ConfigError(f"{series.source} holds {series.n_series} series (--id-column or several --value-column "
-                          "columns); this version trains on one series: give one value column, or a file of one "
-                          "series")
+    """Cut every series into scaled windows and chronological train/validation/test parts (one global model)."""
     used = series.tail(n_values)
-    windows = windowing.make_windows(used.values, spec, np.dtype(dtype), used.dates, used.freq, season)
-    say(f"windows: {len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test")
+    windows = windowing.window_panel(used.values, used.offsets, spec, np.dtype(dtype), used.times, used.freq, season,
+                                     used.ids)
+    say(f"windows: {len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test"
+        f"{f' from {windows.n_series} series' if series.n_series > 1 else ''}"
+        + (f"; {len(windows.skipped)} series too short, left out: {list(windows.skipped)[:10]}" if windows.skipped
+           else ""))
     return windows
 
 
@@ -158,12 +168,20 @@ def evaluate_model(result: TrainResult, windows: Windows) -> tuple[Evaluation, F
 @task
 def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, forecast: Forecast,
                 run_id: str) -> dict[str, bytes]:
-    """Final metrics, the figures and ``forecast.csv`` to the MLflow run; returns the figures (PNG bytes)."""
+    """Final metrics (pooled, and across series: ``panel_*``), the figures, ``forecasts.csv`` (every series' next
+    values) and ``per_series.csv`` to the MLflow run; returns the figures (PNG bytes)."""
     run = Run(run_id)
-    run.log_metrics({**evaluation.metrics(), **{f"forecast_{i + 1}": v for i, (_, v) in enumerate(forecast.rows())}})
+    one = {f"forecast_{i + 1}": v for i, (_, v) in enumerate(forecast.rows())} if windows.n_series == 1 else {}
+    run.log_metrics({**evaluation.metrics(), **{f"panel_{k}": v for k, v in evaluation.panel().items()}, **one})
     pngs = report.run_figures(series, windows, evaluation, result)
     run.log_files(pngs, "figures")
-    run.log_files({"forecast.csv": ("date,forecast\n" + "".join(f"{d},{v}\n" for d, v in forecast.rows())).encode()})
+    table = evaluation.per_series
+    per_series = ",".join(table) + "\n" + "".join(",".join(str(table[c][i]) for c in table) + "\n"
+                                                 for i in range(len(table["unique_id"])))
+    run.log_files({"forecasts.csv": forecast.csv().encode(), "per_series.csv": per_series.encode()})
+    if windows.skipped:
+        run.set_tags({"series_skipped": len(windows.skipped)})
+        run.log_files({"skipped_series.txt": ("\n".join(windows.skipped) + "\n").encode()})
     return pngs
 
 
@@ -175,8 +193,13 @@ def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluati
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_forecaster(result.model, windows, Path(tmp) / "model",
                                     {"data_sha256": series.sha256, "weights_sha256": result.weights_sha256})
-        example = windows.values[-windows.window:][None, :]
-        prediction = load_forecaster(model_dir).predict(example)
+        forecaster = load_forecaster(model_dir)
+        if windows.n_series == 1:  # a window of values in, the next values out
+            example = windows.values[-windows.window:][None, :]
+            prediction = forecaster.predict(example)
+        else:  # a panel: recent history in long format in, the forecasts table out
+            example = recent_history(windows, series=2)
+            prediction = forecast_frame(forecaster, example)
         version = tracking.log_model(run, model_dir, example, prediction, model_name)
     run.client.set_model_version_tag(model_name, version, "run_key", run_key)
     promotion = tracking.promote(model_name, version, evaluation.model.mase, forecast_key)
@@ -200,8 +223,10 @@ def report_unchanged(series: Panel, horizon: int, model_name: str, version, run_
     """Nothing to train: the registry already holds the model of this data and these parameters."""
     run = Run(run_id)
     metrics = run.client.get_run(version.run_id).data.metrics
-    forecast = Forecast(next_dates(series.dates[-1], horizon, series.freq),
-                        np.array([metrics.get(f"forecast_{i + 1}", np.nan) for i in range(horizon)]))
+    forecast = _published_forecast(run, version.run_id)
+    if forecast is None:  # a version from before the forecasts table: its forecast_<k> metrics (one series)
+        forecast = Forecast.of_one(next_dates(series.last[0], horizon, series.freq),
+                                   np.array([metrics.get(f"forecast_{i + 1}", np.nan) for i in range(horizon)]))
     status = "champion" if version.aliases and tracking.CHAMPION in version.aliases else "unchanged"
     run.set_tags({"skipped": "unchanged data and parameters", "model_version": version.version, "model_role": status})
     message = (f"unchanged: {model_name} v{version.version} (MLflow run {version.run_id}) was trained on this "
@@ -211,3 +236,14 @@ def report_unchanged(series: Panel, horizon: int, model_name: str, version, run_
                              description="unchanged data and parameters")
     return RunSummary(run_id, str(version.version), status, metrics.get("test_mae", np.nan),
                       metrics.get("naive_test_mae", np.nan), forecast)
+
+
+def _published_forecast(run: Run, source_run: str) -> Forecast | None:
+    """The forecasts table an earlier run logged, if it did."""
+    if not any(a.path == "forecasts.csv" for a in run.client.list_artifacts(source_run)):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        t = pd.read_csv(run.client.download_artifacts(source_run, "forecasts.csv", tmp), dtype={"unique_id": str})
+    ds = pd.to_datetime(t["ds"]).to_numpy().astype("datetime64[s]")
+    return Forecast(t["unique_id"].to_numpy(dtype=object), ingest_compact(ds), t["step"].to_numpy(),
+                    t["yhat"].to_numpy(dtype=np.float64))

@@ -147,7 +147,8 @@ def fold_windows(values: np.ndarray, fold: Fold, spec: WindowSpec, dtype=np.floa
         return replace(split, index=split.index + fold.start)
 
     return replace(w, train=shifted(w.train), val=shifted(w.val), test=shifted(w.test), values=values[:fold.end],
-                   dates=dates[:fold.end])
+                   dates=dates[:fold.end], starts=np.zeros_like(w.starts), ends=w.ends + fold.start,
+                   train_ends=w.train_ends + fold.start)   # the series is all history up to the fold's end
 
 
 # ------------------------------------------------------------------------------- Diebold–Mariano

@@ -11,7 +11,8 @@ moves from the window's last value in the same direction as the actual value; a 
 change counts as wrong unless the actual change is zero too), and MASE = MAE / MAE of the naive
 forecast on the same points (< 1 ⇔ better than tomorrow = today), ``mase_snaive`` = MAE / MAE of
 the seasonal naive forecast on the same points. Hyndman's in-sample MASE (scaled by the naive
-one-step MAE on the training part) is reported as ``mase_insample``.
+one-step MAE of the series' history before its test period) is reported as ``mase_insample``,
+and per series for a panel (:func:`per_series`, :meth:`Evaluation.panel`).
 
 Baselines on the same points: naive, ŷ_{t+k} = y_t; seasonal naive with season m,
 ŷ_{t+k} = y_{t+k−m·⌈k/m⌉} (the same period one season earlier; m = 1 is the naive forecast);
@@ -21,7 +22,7 @@ strongest baseline; the carried-state mode is shown beside it, never picked on t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -61,12 +62,26 @@ class Evaluation:
     drift: Scores
     predictions: dict[str, np.ndarray]   # "model", "carried", "naive", "snaive", "drift" -> (n, h)
     season: int = 1
+    per_series: dict = field(default_factory=dict)   # column -> (S,): see per_series()
 
     #: forecast name -> prefix of its MLflow metrics
     PREFIXES = {"model": "test_", "carried": "carried_test_", "naive": "naive_test_", "snaive": "snaive_test_",
                 "drift": "drift_test_"}
     #: baseline name -> how reports call it
     BASELINES = {"naive": "naive (last value)", "snaive": "seasonal naive", "drift": "random walk with drift"}
+
+    def panel(self) -> dict[str, float]:
+        """Across series: the mean and median MASE (each series scaled by its own in-sample naive MAE) of the model
+        and the baselines, and the share of series where the model's test MAE beats each baseline's."""
+        t = self.per_series
+        out = {}
+        for name in ("model", *self.BASELINES):
+            out[f"{name}_mase_mean"] = float(np.mean(t[f"{name}_mase"]))
+            out[f"{name}_mase_median"] = float(np.median(t[f"{name}_mase"]))
+        for name in self.BASELINES:
+            out[f"share_beating_{name}"] = float(np.mean(t["model_mae"] < t[f"{name}_mae"]))
+        out["series"] = float(len(t["unique_id"]))
+        return out
 
     def strongest_baseline(self) -> tuple[str, Scores]:
         """The baseline with the lowest test MAE: the bar the model has to clear."""
@@ -81,13 +96,33 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Forecast:
-    """The next ``horizon`` values after the last date of the series."""
+    """The next ``horizon`` values of every series, one row per series and step (``unique_id, ds, step, yhat``)."""
 
-    dates: np.ndarray    # (h,) datetime64
-    values: np.ndarray   # (h,) original units
+    unique_id: np.ndarray   # (S·h,)
+    ds: np.ndarray          # (S·h,) datetime64 (or positions)
+    step: np.ndarray        # (S·h,) 1 … h
+    yhat: np.ndarray        # (S·h,) original units
+
+    @classmethod
+    def of_one(cls, dates: np.ndarray, values: np.ndarray, unique_id: str = "y") -> "Forecast":
+        n = len(values)
+        return cls(np.full(n, unique_id, dtype=object), np.asarray(dates), np.arange(1, n + 1), np.asarray(values))
+
+    @property
+    def dates(self) -> np.ndarray:
+        return self.ds
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.yhat
 
     def rows(self) -> list[tuple[str, float]]:
-        return [(str(d), float(v)) for d, v in zip(self.dates, self.values)]
+        """(date, value) of each row (a panel of one: the forecast in date order)."""
+        return [(str(d), float(v)) for d, v in zip(self.ds, self.yhat)]
+
+    def csv(self) -> str:
+        return "unique_id,ds,step,yhat\n" + "".join(f"{u},{d},{k},{v!r}\n" for u, d, k, v in
+                                                    zip(self.unique_id, self.ds, self.step, self.yhat.tolist()))
 
 
 def scores(actual: np.ndarray, pred: np.ndarray, last: np.ndarray, naive_mae: float, insample_scale: float,
@@ -96,6 +131,7 @@ def scores(actual: np.ndarray, pred: np.ndarray, last: np.ndarray, naive_mae: fl
     err = pred - actual
     mae = float(np.mean(np.abs(err)))
     mse = float(np.mean(err ** 2))
+    insample_scale = np.asarray(insample_scale, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         mape = float(np.mean(np.abs(err) / np.abs(actual))) * 100
         denom = np.abs(actual) + np.abs(pred)
@@ -110,7 +146,8 @@ def scores(actual: np.ndarray, pred: np.ndarray, last: np.ndarray, naive_mae: fl
         smape=smape,
         mase=mae / naive_mae if naive_mae > 0 else float("nan"),
         mase_snaive=mae / snaive_mae if snaive_mae > 0 else float("nan"),
-        mase_insample=mae / insample_scale if insample_scale > 0 else float("nan"),
+        mase_insample=(mae / float(insample_scale) if insample_scale > 0 else float("nan")) if insample_scale.ndim == 0
+        else float(np.mean(np.abs(err) / insample_scale[:, None])),
         directional_accuracy=float(np.mean(moved == truth)),
     )
 
@@ -119,16 +156,22 @@ def naive_forecast(split: Split, horizon: int) -> np.ndarray:
     return np.repeat(split.last[:, None], horizon, axis=1)
 
 
-def seasonal_naive_forecast(split: Split, values: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    """ŷ_{t+k} = y_{t+k−m·⌈k/m⌉}: each target's value one season (or more, for k > m) before it."""
+def seasonal_naive_forecast(split: Split, values: np.ndarray, horizon: int, season: int,
+                            starts: np.ndarray | None = None) -> np.ndarray:
+    """ŷ_{t+k} = y_{t+k−m·⌈k/m⌉}: each target's value one season (or more, for k > m) before it; where that lies
+    before the series' first value (``starts``: per window), the naive forecast."""
     k = np.arange(1, horizon + 1)
     back = season * np.ceil(k / season).astype(np.int64)
-    return values[split.index[:, None] + (k - 1) - back]
+    pos = split.index[:, None] + (k - 1) - back
+    first = np.zeros(len(split.index), dtype=np.int64) if starts is None else starts
+    return np.where(pos >= first[:, None], values[np.maximum(pos, 0)], split.last[:, None])
 
 
-def drift_forecast(split: Split, values: np.ndarray, horizon: int) -> np.ndarray:
+def drift_forecast(split: Split, values: np.ndarray, horizon: int, starts: np.ndarray | None = None) -> np.ndarray:
+    """The last value plus k times the average step since the series' first value (``starts``: per window)."""
+    first = np.zeros(len(split.index), dtype=np.int64) if starts is None else starts
     t = split.index - 1                                   # index of each window's last value
-    slope = (values[t] - values[0]) / np.maximum(t, 1)
+    slope = (values[t] - values[first]) / np.maximum(t - first, 1)
     steps = np.arange(1, horizon + 1)
     return split.last[:, None] + slope[:, None] * steps
 
@@ -139,7 +182,7 @@ def predict(model, X: np.ndarray, batch: int = 8192) -> np.ndarray:
 
 
 def predict_carried(model, X: np.ndarray, warmup: np.ndarray | None = None) -> np.ndarray:
-    """Predict window by window, each starting from the previous window's last state."""
+    """Predict window by window, each starting from the previous window's last state (one series)."""
     state = None
     if warmup is not None:
         for i in range(len(warmup)):
@@ -151,25 +194,54 @@ def predict_carried(model, X: np.ndarray, warmup: np.ndarray | None = None) -> n
     return np.concatenate(out)
 
 
+def predict_carried_panel(model, test: Split, val: Split) -> np.ndarray:
+    """:func:`predict_carried` series by series: each series warms up on its own validation windows, then carries
+    its state through its own test windows; a state never passes from one series to another."""
+    out = np.empty((len(test), test.y.shape[1]))
+    for s in np.unique(test.series):
+        rows = test.series == s
+        out[rows] = predict_carried(model, test.X[rows], val.X[val.series == s])
+    return out
+
+
 def evaluate(model, windows: Windows) -> Evaluation:
-    """Scores of the model (both modes) and the baselines on the test windows."""
+    """Scores of the model (both modes) and the baselines on the test windows, pooled and per series."""
     test, h = windows.test, windows.horizon
-    train_values = windows.values[: windows.train_end]
-    insample = float(np.mean(np.abs(np.diff(train_values))))
-    stateless = windows.to_levels(predict(model, test.X), test.last)
-    carried = (windows.to_levels(predict_carried(model, test.X, windows.val.X), test.last) if model.stateful
-               else stateless)
+    # Hyndman's scale: each series' mean absolute one-step change over all its history before the test period
+    origin = np.full(windows.n_series, np.iinfo(np.int64).max)
+    np.minimum.at(origin, test.series, test.index)             # each series' first test target
+    scale = np.array([np.mean(np.abs(np.diff(windows.values[a:b]))) for a, b in zip(windows.starts, origin)])
+    starts = windows.starts[test.series]
+    stateless = windows.to_levels(predict(model, test.X), test.last, test.series)
+    carried = (windows.to_levels(predict_carried_panel(model, test, windows.val), test.last, test.series)
+               if model.stateful else stateless)
     forecasts = {"model": stateless, "carried": carried, "naive": naive_forecast(test, h),
-                 "snaive": seasonal_naive_forecast(test, windows.values, h, windows.season),
-                 "drift": drift_forecast(test, windows.values, h)}
+                 "snaive": seasonal_naive_forecast(test, windows.values, h, windows.season, starts),
+                 "drift": drift_forecast(test, windows.values, h, starts)}
     naive_mae, snaive_mae = (float(np.mean(np.abs(forecasts[b] - test.actual))) for b in ("naive", "snaive"))
+    insample = scale[0] if len(scale) == 1 else scale[test.series]
     return Evaluation(**{name: scores(test.actual, f, test.last, naive_mae, insample, snaive_mae)
-                         for name, f in forecasts.items()}, predictions=forecasts, season=windows.season)
+                         for name, f in forecasts.items()}, predictions=forecasts, season=windows.season,
+                      per_series=per_series(test, forecasts, scale, windows.ids))
+
+
+def per_series(test: Split, forecasts: dict[str, np.ndarray], scale: np.ndarray, ids: np.ndarray) -> dict:
+    """Each series' test MAE for every forecast and its MASE (scaled by its own in-sample naive MAE), as columns."""
+    counts = np.bincount(test.series, minlength=len(ids))
+    table = {"unique_id": np.asarray(ids, dtype=object), "test_windows": counts}
+    for name, f in forecasts.items():
+        mae = np.bincount(test.series, weights=np.abs(f - test.actual).mean(axis=1), minlength=len(ids)) / counts
+        table[f"{name}_mae"] = mae
+        table[f"{name}_mase"] = mae / scale
+    return table
 
 
 def forecast_next(model, windows: Windows) -> Forecast:
-    """Forecast the ``horizon`` values after the end of the series from its last window (stateless)."""
-    raw = np.asarray(windows.values[-windows.window:], dtype=np.float64)[None, :]
-    pred, _ = model.forward(windows.encode(raw, model.dtype))
-    dates = next_dates(windows.dates[-1], windows.horizon, windows.freq)
-    return Forecast(dates, windows.to_levels(pred, raw[:, -1])[0])
+    """Forecast the ``horizon`` values after the end of every series from its last window (stateless)."""
+    S, W, h = windows.n_series, windows.window, windows.horizon
+    series = np.arange(S)
+    raw = windows.values[windows.ends[:, None] - W + np.arange(W)]                 # (S, W)
+    pred = predict(model, windows.encode(raw, model.dtype, series))
+    yhat = windows.to_levels(pred, raw[:, -1], series)                              # (S, h)
+    ds = np.concatenate([next_dates(windows.dates[e - 1], h, windows.freq) for e in windows.ends])
+    return Forecast(np.repeat(windows.ids, h), ds, np.tile(np.arange(1, h + 1), S), yhat.ravel())

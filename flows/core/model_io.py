@@ -1,7 +1,9 @@
 """Saving and loading a trained forecaster without pickle: ``weights.npz`` + ``config.json``.
 
-The config holds everything needed to turn raw prices into a forecast: the architecture
-(``model``), the window, the horizon and the fitted transform (``scaler``).
+The config holds everything needed to turn raw values into a forecast: the architecture
+(``model``), the window, the horizon and the fitted transform — ``scaler`` for a model of one
+series, ``scalers`` (one set of constants per series) and ``series`` (their ids) for a global
+model of a panel.
 """
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from nncore import build_model
 
-from .transforms import transform_from_dict
+from .calendar import next_dates
+
+from .transforms import PanelTransform, transform_from_dict
 from .windowing import Windows
 
 WEIGHTS = "weights.npz"
@@ -29,7 +34,9 @@ def save_forecaster(model, windows: Windows, directory: Path, extra: dict | None
         "model": model.config,
         "window": windows.window,
         "horizon": windows.horizon,
-        "scaler": windows.scaler.to_dict(),
+        **({"scaler": windows.scaler.to_dict()} if windows.n_series == 1 else
+           {"scalers": windows.scalers.to_dict(), "series": [str(i) for i in windows.ids]}),
+        "freq": windows.freq,
         **(extra or {}),
     }
     (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
@@ -41,10 +48,18 @@ class Forecaster:
 
     def __init__(self, model, config: dict):
         self.model, self.config = model, config
-        self.scaler = transform_from_dict(config["scaler"])
+        if "scaler" in config:
+            one = transform_from_dict(config["scaler"])
+            self.scalers = PanelTransform.fit_one(one)
+            self.series = None
+        else:
+            self.scalers = PanelTransform.from_dict(config["scalers"])
+            self.series = {sid: i for i, sid in enumerate(config["series"])}
         self.window, self.horizon = config["window"], config["horizon"]
 
-    def predict(self, raw_windows) -> np.ndarray:
+    def predict(self, raw_windows, series=None) -> np.ndarray:
+        """Raw windows (n, W) in original units → forecasts (n, h); ``series``: the id of each window's series
+        (a model of a panel scales each series with its own constants; a model of one series needs none)."""
         raw = np.asarray(raw_windows, dtype=np.float64)
         if raw.ndim == 1:
             raw = raw[None, :]
@@ -52,8 +67,21 @@ class Forecaster:
             raise ValueError(f"expected windows of shape (n, {self.window}) in original units, got {raw.shape}")
         if not np.all(np.isfinite(raw)):
             raise ValueError("input windows contain NaN or infinite values")
-        pred, _ = self.model.forward(self.scaler.encode_inputs(raw)[..., None].astype(self.model.dtype))
-        return self.scaler.decode(pred, raw[:, -1])
+        index = self._index(series, len(raw))
+        transform = self.scalers.at(index)
+        pred, _ = self.model.forward(transform.encode_inputs(raw)[..., None].astype(self.model.dtype))
+        return transform.decode(pred, raw[:, -1])
+
+    def _index(self, series, n: int) -> np.ndarray:
+        if self.series is None:
+            return np.zeros(n, dtype=np.int64)
+        if series is None:
+            raise ValueError(f"this model forecasts {len(self.series)} series: say which series each window is of")
+        ids = [series] * n if isinstance(series, str) else list(series)
+        unknown = sorted({str(s) for s in ids} - set(self.series))
+        if unknown:
+            raise ValueError(f"series the model was not trained on: {unknown[:5]}")
+        return np.array([self.series[str(s)] for s in ids], dtype=np.int64)
 
 
 def load_forecaster(directory: Path) -> Forecaster:
@@ -65,3 +93,27 @@ def load_forecaster(directory: Path) -> Forecaster:
     with np.load(directory / WEIGHTS, allow_pickle=False) as weights:
         model.load_state_dict({k: weights[k] for k in weights.files})
     return Forecaster(model, config)
+
+
+def forecast_frame(forecaster: Forecaster, history: pd.DataFrame) -> pd.DataFrame:
+    """Recent history in long format (``unique_id, ds, y``; at least ``window`` rows per series, any order) →
+    the next ``horizon`` values of every series as ``unique_id, ds, step, yhat``, dated by the model's frequency."""
+    missing = {"unique_id", "ds", "y"} - set(history.columns)
+    if missing:
+        raise ValueError(f"history needs the columns unique_id, ds, y; missing {sorted(missing)}")
+    frame = history.assign(ds=pd.to_datetime(history["ds"])).sort_values(["unique_id", "ds"], kind="stable")
+    W, h = forecaster.window, forecaster.horizon
+    counts = frame.groupby("unique_id", sort=False).size()
+    short = counts[counts < W]
+    if len(short):
+        raise ValueError(f"series with fewer than window={W} recent values: {list(short.index[:5])}")
+    last = frame.groupby("unique_id", sort=False).tail(W)
+    ids = np.asarray(counts.index.astype(str))
+    raw = last["y"].to_numpy(dtype=np.float64).reshape(len(ids), W)
+    yhat = forecaster.predict(raw, ids if forecaster.series is not None else None)
+    ends = last.groupby("unique_id", sort=False)["ds"].max().to_numpy().astype("datetime64[s]")
+    freq = forecaster.config.get("freq") or "B"
+    ds = np.concatenate([next_dates(e.astype("datetime64[D]") if e == e.astype("datetime64[D]") else e, h, freq)
+                         for e in ends])
+    return pd.DataFrame({"unique_id": np.repeat(ids, h), "ds": ds, "step": np.tile(np.arange(1, h + 1), len(ids)),
+                         "yhat": yhat.ravel()})

@@ -31,26 +31,32 @@ PUBLISHED = {
 
 
 def figure_series(series: Panel, windows: Windows):
+    """The first series with its splits (of a panel: the first series windowed)."""
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    ax.plot(series.dates, series.values, lw=0.7, color="0.2")
+    first = int(np.flatnonzero(series.ids == windows.ids[0])[0])
+    times, values = series.series(first)
+    ax.plot(times, values, lw=0.7, color="0.2")
     for split, color, label in ((windows.train, "tab:blue", "train"), (windows.val, "tab:orange", "validation"),
                                 (windows.test, "tab:green", "test")):
-        d = split.dates[:, 0]
-        ax.axvspan(d[0], d[-1], color=color, alpha=0.15, label=f"{label} targets ({len(split)})")
-    ax.set_title(f"{series.source}: {len(series)} values, window {windows.window} → {windows.horizon}")
+        d = split.dates[split.series == 0, 0]
+        ax.axvspan(d[0], d[-1], color=color, alpha=0.15, label=f"{label} targets ({int(np.sum(split.series == 0))})")
+    of = f" (series {windows.ids[0]}, 1 of {windows.n_series})" if windows.n_series > 1 else ""
+    ax.set_title(f"{series.source}{of}: {len(values)} values, window {windows.window} → {windows.horizon}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def figure_test_forecast(windows: Windows, evaluation: Evaluation):
-    preds, test = evaluation.predictions, windows.test
-    d = test.dates[:, 0]
+    test = windows.test
+    first = test.series == 0
+    preds = {k: v[first] for k, v in evaluation.predictions.items()}
+    d = test.dates[first, 0]
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    ax.plot(d, test.actual[:, 0], color="black", lw=1.2, label="actual")
+    ax.plot(d, test.actual[first, 0], color="black", lw=1.2, label="actual")
     ax.plot(d, preds["naive"][:, 0], color="0.6", lw=0.9, ls="--", label=f"naive (MAE {evaluation.naive.mae:.2f})")
     ax.plot(d, preds["model"][:, 0], color="tab:red", lw=0.9, label=f"model (MAE {evaluation.model.mae:.2f})")
-    if preds["carried"] is not preds["model"]:
+    if evaluation.predictions["carried"] is not evaluation.predictions["model"]:
         ax.plot(d, preds["carried"][:, 0], color="tab:purple", lw=0.8, alpha=0.8,
                 label=f"model, carried state (MAE {evaluation.carried.mae:.2f})")
     ax.set_title("test: one-step forecasts vs actual")
@@ -74,10 +80,11 @@ def figure_loss(history: dict, best_epoch: int):
 
 def figure_residuals(windows: Windows, evaluation: Evaluation):
     test = windows.test
-    resid = evaluation.predictions["model"][:, 0] - test.actual[:, 0]
-    naive = evaluation.predictions["naive"][:, 0] - test.actual[:, 0]
+    first = test.series == 0
+    resid = evaluation.predictions["model"][first, 0] - test.actual[first, 0]
+    naive = evaluation.predictions["naive"][first, 0] - test.actual[first, 0]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [2, 1]})
-    a1.plot(test.dates[:, 0], resid, lw=0.8, color="tab:red")
+    a1.plot(test.dates[first, 0], resid, lw=0.8, color="tab:red")
     a1.axhline(0, color="0.5", lw=0.6)
     a1.set_title("model residuals (forecast − actual)")
     bins = np.linspace(min(resid.min(), naive.min()), max(resid.max(), naive.max()), 30)
@@ -132,6 +139,32 @@ def _row(name: str, m) -> str:
             f"| {m.mase:.3f} | {m.mase_snaive:.3f} | {m.directional_accuracy:.3f} |")
 
 
+def panel_lines(windows: Windows, evaluation: Evaluation) -> list[str]:
+    """The panel section: MASE across series (each scaled by its own in-sample naive MAE), shares, best and worst."""
+    agg, t = evaluation.panel(), evaluation.per_series
+    names = {"model": "model", **Evaluation.BASELINES}
+    order = np.argsort(t["model_mase"])
+    worst, best = order[::-1][:3], order[:3]
+
+    def named(rows) -> str:
+        return ", ".join(f"`{t['unique_id'][i]}` ({t['model_mase'][i]:.2f})" for i in rows)
+
+    return [
+        f"## Across the {windows.n_series} series (one global model)",
+        "",
+        "| forecast | mean MASE | median MASE | series where the model's MAE is lower |",
+        "|---|---|---|---|",
+        *[f"| {names[k]} | {agg[f'{k}_mase_mean']:.3f} | {agg[f'{k}_mase_median']:.3f} | "
+          f"{'' if k == 'model' else format(agg[f'share_beating_{k}'], '.0%')} |" for k in names],
+        "",
+        "MASE: each series' test MAE divided by its own in-sample one-step naive MAE (Hyndman).",
+        f"Best series: {named(best)}; worst: {named(worst)}."
+        + (f" {len(windows.skipped)} series too short for one window, left out: "
+           f"{', '.join(f'`{x}`' for x in windows.skipped[:10])}{'…' if len(windows.skipped) > 10 else ''}."
+           if windows.skipped else ""),
+    ]
+
+
 def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation,
                     forecast: Forecast, registry: str, pngs: dict, mlflow_url: str | None = None) -> str:
     """The nightly report; ``registry`` is the sentence on the registered version (markdown)."""
@@ -139,7 +172,8 @@ def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: Tra
         f"# Nightly forecast: {cfg.model.model}, hidden {cfg.model.hidden_size}, window {windows.window} → "
         f"{windows.horizon}",
         "",
-        f"Data: `{series.source}`, {len(series)} values at frequency `{series.freq}` up to {series.dates[-1]}, "
+        f"Data: `{series.source}`, {len(series)} values of {series.n_series} series at frequency `{series.freq}` up "
+        f"to {series.last.max()}, "
         f"sha256 `{series.sha256[:12]}…`; "
         f"{len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test windows"
         f"{f' (preset `{cfg.preset}`)' if cfg.preset else ''}.",
@@ -168,6 +202,8 @@ def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: Tra
         lines += ["", "Source notebooks' published results (carried state, integer-truncated prices):", "",
                   "| model | MSE | MAE |", "|---|---|---|"]
         lines += [f"| {k} | {v['mse']:.2f} | {v['mae']:.2f} |" for k, v in PUBLISHED.items()]
+    if windows.n_series > 1:
+        lines += ["", *panel_lines(windows, evaluation)]
     name, bar = evaluation.strongest_baseline()
     verdict = "beats" if evaluation.model.mae < bar.mae else "does not beat"
     lines += ["", f"The model {verdict} the strongest baseline, the {Evaluation.BASELINES[name]} forecast, on test MAE "

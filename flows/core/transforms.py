@@ -8,7 +8,7 @@ model carries it, so serving uses exactly the training transform).
 * ``level`` — min-max scaled values in, min-max scaled values out (the source notebooks'
   choice). The notebooks fit the scaler on the whole series, a look-ahead leak we do not
   reproduce: test prices above the training maximum then scale above 1, as they would in
-  production, and a tanh network saturates there.
+  production.
 * ``delta`` — each window relative to its own last value, (y_j − y_t) / s, and the change
   (y_{t+k} − y_t) / s out, s = standard deviation of the one-step changes in the training part.
   The network learns a correction to the naive forecast and never sees the price level.
@@ -136,3 +136,45 @@ def transform_from_dict(d: dict):
     """Inverse of ``to_dict`` (also reads format-1 files, which stored lo, hi and scale for every kind)."""
     cls = TRANSFORMS[d["kind"]]
     return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class PanelTransform:
+    """One fitted transform per series of a panel: each parameter as an array over the series.
+
+    ``at(series)`` is the transform for a batch of windows (``series[i]``: the series of window i), its
+    parameters broadcast as (n, 1) columns, so the scalar classes' formulas run unchanged, value for value.
+    """
+
+    kind: str
+    params: dict   # parameter name -> (S,) float64
+
+    @classmethod
+    def fit(cls, kind: str, parts: list[np.ndarray]) -> "PanelTransform":
+        """Fit ``kind`` on each series' training part (one array per series)."""
+        fitted = [fit_transform(kind, p) for p in parts]
+        names = [f.name for f in fields(TRANSFORMS[kind])]
+        return cls(kind, {n: np.array([getattr(t, n) for t in fitted], dtype=np.float64) for n in names})
+
+    @classmethod
+    def fit_one(cls, transform) -> "PanelTransform":
+        """The panel form of one series' fitted transform."""
+        return cls(transform.kind, {f.name: np.array([getattr(transform, f.name)], dtype=np.float64)
+                                    for f in fields(transform)})
+
+    def at(self, series: np.ndarray):
+        return TRANSFORMS[self.kind](**{n: p[series][:, None] for n, p in self.params.items()})
+
+    def single(self):
+        """The transform of a panel of one series (the scalar class)."""
+        if len(next(iter(self.params.values()))) != 1:
+            raise ValueError(f"{len(next(iter(self.params.values())))} series have a transform each; pick one")
+        return TRANSFORMS[self.kind](**{n: float(p[0]) for n, p in self.params.items()})
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **{n: p.tolist() for n, p in self.params.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PanelTransform":
+        names = [f.name for f in fields(TRANSFORMS[d["kind"]])]
+        return cls(d["kind"], {n: np.atleast_1d(np.asarray(d[n], dtype=np.float64)) for n in names})

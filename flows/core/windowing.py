@@ -7,9 +7,17 @@ validate, the last ``test_size`` test. With h > 1 the h − 1 windows just befor
 left out (purged): their targets would run into the test targets, and validation picks the
 best epoch, so no value of the test period reaches training or model selection.
 
+A panel is cut series by series with the same rule — every series keeps its own last
+``test_size`` windows for the test, its own validation windows before them — and the parts are
+stacked, so one (global) model trains on the windows of every series. Each series is scaled on its
+own training part (:class:`~flows.core.transforms.PanelTransform`). A series too short for one
+training, one validation and the test windows is left out and listed in ``Windows.skipped``.
+
 What the model sees is the ``target`` transform (:mod:`flows.core.transforms`), fitted on the
 values the training windows touch (inputs and targets) and nothing later. Every split carries the
-dates of its targets, so reports and forecasts never re-derive them.
+dates of its targets and the series of each window, so reports and forecasts never re-derive them.
+All of it is index arithmetic over the panel's end-to-end arrays: no Python loop per window, and
+per series only to fit each transform's constants.
 """
 from __future__ import annotations
 
@@ -20,9 +28,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .calendar import parse_freq, season_length
 from .config import WindowSpec
-from .transforms import WindowingError, fit_transform
+from .transforms import PanelTransform, WindowingError
 
-__all__ = ["Split", "Windows", "WindowingError", "make_windows", "min_length"]
+__all__ = ["Split", "Windows", "WindowingError", "make_windows", "min_length", "window_panel"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +41,9 @@ class Split:
     y: np.ndarray        # (n, h) model targets, model dtype
     last: np.ndarray     # (n,) last input value of each window, original units
     actual: np.ndarray   # (n, h) target values, original units
-    index: np.ndarray    # (n,) series index of each window's first target
+    index: np.ndarray    # (n,) position of each window's first target in the panel's values
     dates: np.ndarray    # (n, h) date of each target
+    series: np.ndarray   # (n,) the series of each window (its index in Windows.ids)
 
     def __len__(self) -> int:
         return len(self.X)
@@ -45,30 +54,52 @@ class Windows:
     train: Split
     val: Split
     test: Split
-    scaler: object       # the fitted transform (flows.core.transforms)
+    scalers: PanelTransform   # one fitted transform per series
     window: int
     horizon: int
-    values: np.ndarray   # (N,) the series used, original units
-    dates: np.ndarray    # (N,) its dates
+    values: np.ndarray   # (N,) the panel's values end to end, original units
+    dates: np.ndarray    # (N,) their dates
     freq: str | None = None   # their frequency (calendar.py); None: integer positions
     season: int = 1           # periods per season (the seasonal naive baseline's lag)
+    starts: np.ndarray | None = None      # (S,) series s is values[starts[s]:ends[s]]
+    ends: np.ndarray | None = None
+    ids: np.ndarray | None = None         # (S,) series names
+    train_ends: np.ndarray | None = None  # (S,) one past the last value each series' training windows touch
+    skipped: tuple = ()                   # names of the series too short to window
 
     @property
     def target(self) -> str:
-        return self.scaler.kind
+        return self.scalers.kind
 
-    def to_levels(self, pred: np.ndarray, last: np.ndarray) -> np.ndarray:
-        """Model outputs (n, h) → forecasts in original units."""
-        return self.scaler.decode(pred, last)
+    @property
+    def scaler(self):
+        """The transform of a panel of one series."""
+        return self.scalers.single()
 
-    def encode(self, raw_windows: np.ndarray, dtype) -> np.ndarray:
-        """Raw windows (n, W) in original units → model input (n, W, 1)."""
-        return self.scaler.encode_inputs(raw_windows)[..., None].astype(dtype)
+    @property
+    def n_series(self) -> int:
+        return len(self.ids)
+
+    def to_levels(self, pred: np.ndarray, last: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
+        """Model outputs (n, h) of windows of ``series`` (default: the first) → forecasts in original units."""
+        return self.scalers.at(self._series(series, len(pred))).decode(pred, last)
+
+    def encode(self, raw_windows: np.ndarray, dtype, series: np.ndarray | None = None) -> np.ndarray:
+        """Raw windows (n, W) in original units of ``series`` → model input (n, W, 1)."""
+        transform = self.scalers.at(self._series(series, len(raw_windows)))
+        return transform.encode_inputs(raw_windows)[..., None].astype(dtype)
+
+    @staticmethod
+    def _series(series, n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.int64) if series is None else np.asarray(series)
 
     @property
     def train_end(self) -> int:
-        """Series index one past the last value the training windows touch."""
-        return int(self.train.index[-1]) + self.horizon
+        """One past the last value the training windows touch (a panel of one series)."""
+        if self.n_series != 1:
+            raise ValueError(f"train_end of a panel of {self.n_series} series: see train_ends")
+        return int(self.train_ends[0])
+
 
 
 def min_length(spec: WindowSpec) -> int:
@@ -82,9 +113,80 @@ def min_length(spec: WindowSpec) -> int:
     return fit + (spec.horizon - 1) + spec.test_size + spec.window + spec.horizon - 1
 
 
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])`` without the loop."""
+    ends = np.cumsum(counts)
+    return np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
+
+
+def _split_counts(n_windows: np.ndarray, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation windows of each series (the test part: the last ``test_size``)."""
+    purge = spec.horizon - 1
+    n_rest = n_windows - spec.test_size
+    if spec.train_size is None:
+        n_val = np.rint((n_rest - purge) * spec.val_fraction).astype(np.int64)   # round half to even, as round()
+        n_train = n_rest - purge - n_val
+    else:
+        n_train = np.full_like(n_windows, spec.train_size)
+        n_val = n_rest - purge - spec.train_size
+    return n_train, n_val
+
+
+def window_panel(values: np.ndarray, offsets: np.ndarray, spec: WindowSpec, dtype=np.float32,
+                 dates: np.ndarray | None = None, freq: str | None = None, season: int | None = None,
+                 ids: np.ndarray | None = None) -> Windows:
+    """Cut every series of a panel (``values[offsets[s]:offsets[s + 1]]``) into windows and splits."""
+    values = np.asarray(values, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if values.ndim != 1:
+        raise WindowingError(f"expected a 1-d series, got shape {values.shape}")
+    dates = np.arange(len(values)) if dates is None else np.asarray(dates)
+    if dates.shape != values.shape:
+        raise WindowingError(f"{len(dates)} dates for {len(values)} values")
+    ids = np.array([f"series {s}" for s in range(len(offsets) - 1)], dtype=object) if ids is None else np.asarray(ids)
+    W, h, purge = spec.window, spec.horizon, spec.horizon - 1
+    lengths = np.diff(offsets)
+    n_windows = np.maximum(lengths - W - h + 1, 0)
+    n_train, n_val = _split_counts(n_windows, spec)
+    ok = (n_train >= 1) & (n_val >= 1)
+    if not ok.any():
+        s = int(np.argmax(lengths))
+        raise WindowingError(
+            f"series too short: {lengths[s]} values give {n_windows[s]} windows of {W} → {h}, "
+            f"but test {spec.test_size} + training {n_train[s] if n_train[s] > 0 else '≥1'} + validation ≥1 windows"
+            f"{f' (+ {purge} left out before the test part)' if purge else ''} need at least {min_length(spec)} "
+            f"values{' (the longest series)' if len(lengths) > 1 else ''}; shorten --window or --test-size "
+            f"(or --train-size), or give more data")
+    kept = np.flatnonzero(ok)
+    starts = offsets[kept]                                       # first window of each kept series starts here
+    train_ends = starts + n_train[kept] - 1 + W + h
+    scalers = PanelTransform.fit(spec.target, [values[a:b] for a, b in zip(starts, train_ends)])
+    inputs = sliding_window_view(values, W)
+    targets = sliding_window_view(values, h)
+    tdates = sliding_window_view(dates, h)
+    local = np.arange(len(kept))                                 # series numbering of the kept ones
+
+    def part(first: np.ndarray, count: np.ndarray) -> Split:
+        begin = _ranges(starts + first, count)                   # position of each window's first input
+        series = np.repeat(local, count)
+        transform = scalers.at(series)
+        raw, actual, last = inputs[begin], targets[begin + W], values[begin + W - 1]
+        return Split(
+            X=np.ascontiguousarray(transform.encode_inputs(raw)[..., None], dtype=dtype),
+            y=np.ascontiguousarray(transform.encode_targets(actual, last), dtype=dtype),
+            last=last, actual=actual.copy(), index=begin + W, dates=tdates[begin + W].copy(), series=series)
+
+    nt, nv, nw = n_train[kept], n_val[kept], n_windows[kept]
+    if season is None:
+        season = season_length(parse_freq(freq)) if freq else 1
+    test = part(nw - spec.test_size, np.full_like(nt, spec.test_size))
+    return Windows(part(np.zeros_like(nt), nt), part(nt, nv), test, scalers, W, h, values, dates, freq, season,
+                   starts, offsets[kept + 1], ids[kept], train_ends, tuple(ids[~ok]))
+
+
 def make_windows(values: np.ndarray, spec: WindowSpec, dtype=np.float32, dates: np.ndarray | None = None,
                  freq: str | None = None, season: int | None = None) -> Windows:
-    """Cut ``values`` into windows and splits; see the module docstring.
+    """Cut one series into windows and splits; see the module docstring.
 
     ``dates`` (N,) labels the values at frequency ``freq`` (positions 0 … N − 1 when not given);
     ``season`` defaults to the frequency's (:func:`flows.core.calendar.season_length`), 1 without one.
@@ -92,45 +194,4 @@ def make_windows(values: np.ndarray, spec: WindowSpec, dtype=np.float32, dates: 
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1:
         raise WindowingError(f"expected a 1-d series, got shape {values.shape}")
-    dates = np.arange(len(values)) if dates is None else np.asarray(dates)
-    if dates.shape != values.shape:
-        raise WindowingError(f"{len(dates)} dates for {len(values)} values")
-    window, horizon, test_size = spec.window, spec.horizon, spec.test_size
-    n_windows = len(values) - window - horizon + 1
-    n_rest = n_windows - test_size
-    purge = horizon - 1  # windows whose targets would reach the first test targets
-    if spec.train_size is None:
-        n_val = int(round((n_rest - purge) * spec.val_fraction))
-        n_train = n_rest - purge - n_val
-    else:
-        n_train, n_val = spec.train_size, n_rest - purge - spec.train_size
-    if n_train < 1 or n_val < 1:
-        raise WindowingError(
-            f"series too short: {len(values)} values give {max(n_windows, 0)} windows of {window} → {horizon}, "
-            f"but test {test_size} + training {n_train if n_train > 0 else '≥1'} + validation ≥1 windows"
-            f"{f' (+ {purge} left out before the test part)' if purge else ''} need at least {min_length(spec)} "
-            f"values; "
-            f"shorten --window or --test-size (or --train-size), or give more data"
-        )
-    inputs = sliding_window_view(values, window)[:n_windows]                  # (M, W)
-    targets = sliding_window_view(values[window:], horizon)[:n_windows]       # (M, h)
-    target_dates = sliding_window_view(dates[window:], horizon)[:n_windows]   # (M, h)
-    first_target = np.arange(n_windows) + window
-    train_end = n_train - 1 + window + horizon
-    scaler = fit_transform(spec.target, values[:train_end])
-    last = inputs[:, -1]
-
-    def part(lo: int, hi: int) -> Split:
-        return Split(
-            X=np.ascontiguousarray(scaler.encode_inputs(inputs[lo:hi])[..., None], dtype=dtype),
-            y=np.ascontiguousarray(scaler.encode_targets(targets[lo:hi], last[lo:hi]), dtype=dtype),
-            last=last[lo:hi].copy(),
-            actual=targets[lo:hi].copy(),
-            index=first_target[lo:hi],
-            dates=target_dates[lo:hi].copy(),
-        )
-
-    if season is None:
-        season = season_length(parse_freq(freq)) if freq else 1
-    return Windows(part(0, n_train), part(n_train, n_train + n_val), part(n_rest, n_windows), scaler,
-                   window, horizon, values, dates, freq, season)
+    return window_panel(values, np.array([0, len(values)]), spec, dtype, dates, freq, season)

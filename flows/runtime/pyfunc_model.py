@@ -1,20 +1,24 @@
 """MLflow "model from code": the pyfunc wrapper of a saved forecaster (no pickle anywhere).
 
 Logged with ``mlflow.pyfunc.log_model(python_model=<this file>, artifacts={"model_dir": ...})``.
-Input: raw windows in original units, an array or DataFrame of shape (n, window); output: the
-next ``horizon`` values of each window, (n, horizon).
+Input: recent history as a DataFrame ``unique_id, ds, y`` (at least ``window`` rows per series) →
+output the forecasts DataFrame ``unique_id, ds, step, yhat``; or, for a model of one series, raw
+windows in original units, an array (n, window) → the next ``horizon`` values of each, (n, horizon).
 """
 import mlflow
 import numpy as np
+import pandas as pd
 
-from flows.core.model_io import load_forecaster
+from flows.core.model_io import forecast_frame, load_forecaster
 
 
 class ForecasterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.forecaster = load_forecaster(context.artifacts["model_dir"])
 
-    def predict(self, context, model_input: np.ndarray, params=None):
+    def predict(self, context, model_input, params=None):
+        if isinstance(model_input, pd.DataFrame) and "unique_id" in model_input.columns:
+            return forecast_frame(self.forecaster, model_input)
         return self.forecaster.predict(np.asarray(model_input, dtype=np.float64))
 
 

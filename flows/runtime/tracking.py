@@ -28,7 +28,8 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ColSpec, Schema
 
 from flows.core import checkpoint
 from flows.core.checkpoint import Checkpoint, CheckpointError
@@ -216,9 +217,18 @@ def load_checkpoint(run_id: str, training_key: str) -> Checkpoint:
 # ----------------------------------------------------------------------------------------------
 # The registry
 # ----------------------------------------------------------------------------------------------
-def log_model(r: Run, model_dir: Path, example: np.ndarray, prediction: np.ndarray, model_name: str) -> str:
-    """Log the pyfunc model (weights .npz + JSON config, no pickle) and register a new version; returns its number."""
-    signature = infer_signature(example, prediction)
+#: the served model of a panel: recent history in, the forecasts table out (column-based)
+PANEL_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "unique_id"), ColSpec("datetime", "ds"), ColSpec("double", "y")]),
+    outputs=Schema([ColSpec("string", "unique_id"), ColSpec("datetime", "ds"), ColSpec("long", "step"),
+                    ColSpec("double", "yhat")]))
+
+
+def log_model(r: Run, model_dir: Path, example, prediction, model_name: str) -> str:
+    """Log the pyfunc model (weights .npz + JSON config, no pickle) and register a new version; returns its number.
+
+    ``example``: a window array (a model of one series) or recent history ``unique_id, ds, y`` (a panel)."""
+    signature = PANEL_SIGNATURE if hasattr(example, "columns") else infer_signature(example, prediction)
     client()
     with mlflow.start_run(run_id=r.id):
         info = mlflow.pyfunc.log_model(
@@ -240,12 +250,15 @@ def run_key(data_sha256: str, training_key: str) -> str:
 
 
 def find_version(model_name: str, key: str):
-    """The registered version of ``model_name`` tagged with ``run_key`` = ``key``, if any."""
+    """The registered version of ``model_name`` tagged with ``run_key`` = ``key`` whose run finished, if any
+    (a run that failed after registering, e.g. in its report, does not count as done)."""
+    c = client()
     try:
-        found = client().search_model_versions(f"name = '{model_name}' and tags.run_key = '{key}'")
+        found = c.search_model_versions(f"name = '{model_name}' and tags.run_key = '{key}'")
     except MlflowException:
         return None
-    return min(found, key=lambda v: int(v.version)) if found else None
+    done = [v for v in found if c.get_run(v.run_id).info.status == "FINISHED"]
+    return min(done, key=lambda v: int(v.version)) if done else None
 
 
 #: the parameters that say what a model forecasts; versions are compared only when these agree

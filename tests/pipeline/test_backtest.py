@@ -13,7 +13,7 @@ from flows.core.backtest import (Fold, conformal_quantile, diebold_mariano, inte
                                  walk_forward)
 from flows.core.config import WindowSpec
 from flows.core.evaluation import evaluate
-from flows.core.transforms import LevelScaler, fit_transform
+from flows.core.transforms import PanelTransform, fit_transform
 from flows.core.windowing import WindowingError
 
 
@@ -132,7 +132,7 @@ def test_the_look_ahead_check_can_fail():
     # 3. the notebooks' leak: a scaler fitted on the whole fold, test block included
     values_with_new_max = values.copy()
     values_with_new_max[fold.end - 1] = values.max() + 10
-    leaky = replace(good, scaler=LevelScaler.fit(values_with_new_max[fold.start:fold.end]))
+    leaky = replace(good, scalers=PanelTransform.fit("level", [values_with_new_max[fold.start:fold.end]]))
     with pytest.raises(AssertionError, match="scaler"):
         check_no_look_ahead(values, fold, leaky, test_size, horizon, "level")
 

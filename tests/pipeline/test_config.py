@@ -40,12 +40,12 @@ def test_notebook_preset_is_the_source_protocol_and_flags_override_it():
     ({"val_fraction": 1.0}, r"parameter val_fraction=1.0"),
     ({"seed": -1}, r"parameter seed=-1"),
     ({"source": " "}, r"parameter source=' '"),
-    ({"horizon": 61, "test_size": 60}, r"parameter horizon=61: larger than the test part \(60 windows"),
+    ({"fill": "mean"}, r"parameter fill='mean': unknown value; valid: none, ffill, interpolate"),
     ({"optimizer": "rmsprop"}, r"parameter optimizer='rmsprop': unknown value; valid: adam, sgd"),
     ({"checkpoint_every": -1}, r"parameter checkpoint_every=-1"),
 ])
-@pytest.mark.fault(fault="bad parameters (window ≤ 0, horizon larger than the test part, unknown model kind, "
-                         "negative or infinite learning rate, …; 15 cases)",
+@pytest.mark.fault(fault="bad parameters (window ≤ 0, unknown model kind or fill method, negative or infinite learning "
+                         "rate, …; 15 cases)",
                    did="rejected before any work: 'parameter NAME=VALUE: problem'; the CLI exits 2",
                    kept="everything: no flow run, no MLflow run, no download")
 def test_bad_parameters_are_rejected_with_the_parameter_named(overrides, pattern):
