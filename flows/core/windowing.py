@@ -32,6 +32,9 @@ from .transforms import PanelTransform, WindowingError
 
 __all__ = ["Split", "Windows", "WindowingError", "make_windows", "min_length", "window_panel"]
 
+#: windows encoded per step of the windowing (bounds its float64 scratch to CHUNK × window values)
+CHUNK = 1 << 16
+
 
 @dataclass(frozen=True)
 class Split:
@@ -169,12 +172,15 @@ def window_panel(values: np.ndarray, offsets: np.ndarray, spec: WindowSpec, dtyp
     def part(first: np.ndarray, count: np.ndarray) -> Split:
         begin = _ranges(starts + first, count)                   # position of each window's first input
         series = np.repeat(local, count)
-        transform = scalers.at(series)
-        raw, actual, last = inputs[begin], targets[begin + W], values[begin + W - 1]
-        return Split(
-            X=np.ascontiguousarray(transform.encode_inputs(raw)[..., None], dtype=dtype),
-            y=np.ascontiguousarray(transform.encode_targets(actual, last), dtype=dtype),
-            last=last, actual=actual.copy(), index=begin + W, dates=tdates[begin + W].copy(), series=series)
+        n = len(begin)
+        X, y = np.empty((n, W, 1), dtype=dtype), np.empty((n, h), dtype=dtype)
+        for lo in range(0, n, CHUNK):   # encoded in float64 a chunk at a time: no float64 copy of every window
+            rows = slice(lo, lo + CHUNK)
+            transform, at = scalers.at(series[rows]), begin[rows]
+            X[rows, :, 0] = transform.encode_inputs(inputs[at])
+            y[rows] = transform.encode_targets(targets[at + W], values[at + W - 1])
+        return Split(X=X, y=y, last=values[begin + W - 1], actual=targets[begin + W].copy(), index=begin + W,
+                     dates=tdates[begin + W].copy(), series=series)
 
     nt, nv, nw = n_train[kept], n_val[kept], n_windows[kept]
     if season is None:

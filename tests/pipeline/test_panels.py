@@ -146,3 +146,17 @@ def test_the_nightly_flow_trains_one_model_on_a_panel_and_serves_every_series(ha
         only = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         report = {a.key: a for a in client.read_artifacts(flow_run_filter=only)}["nightly-report"].data
     assert "## Across the 2 series (one global model)" in report and "left out: `c`" in report
+
+
+@pytest.mark.parametrize("target", ["level", "delta", "return"])
+def test_encoding_in_chunks_gives_the_same_windows(target, monkeypatch):
+    from flows.core import windowing
+
+    values, offsets, times, ids = panel(lengths=(60, 45, 50))
+    spec = WindowSpec(window=6, horizon=2, test_size=3, target=target)
+    whole = window_panel(values, offsets, spec, np.float32, times, "MS", None, ids)
+    monkeypatch.setattr(windowing, "CHUNK", 7)   # chunks that cut through series and splits
+    chunked = window_panel(values, offsets, spec, np.float32, times, "MS", None, ids)
+    for a, b in ((whole.train, chunked.train), (whole.val, chunked.val), (whole.test, chunked.test)):
+        np.testing.assert_array_equal(a.X, b.X)
+        np.testing.assert_array_equal(a.y, b.y)
