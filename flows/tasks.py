@@ -22,8 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import MissingContextError
 
 from flows.core import ingest, report, windowing
-from flows.core.ingest import compact_times as ingest_compact
-from flows.core.calendar import next_dates
+from flows.core.calendar import compact_times, next_dates
 from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
 from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next
 from flows.core.panel import Panel
@@ -175,10 +174,8 @@ def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation
     run.log_metrics({**evaluation.metrics(), **{f"panel_{k}": v for k, v in evaluation.panel().items()}, **one})
     pngs = report.run_figures(series, windows, evaluation, result)
     run.log_files(pngs, "figures")
-    table = evaluation.per_series
-    per_series = ",".join(table) + "\n" + "".join(",".join(str(table[c][i]) for c in table) + "\n"
-                                                 for i in range(len(table["unique_id"])))
-    run.log_files({"forecasts.csv": forecast.csv().encode(), "per_series.csv": per_series.encode()})
+    run.log_files({"forecasts.csv": forecast.frame().to_csv(index=False).encode(),
+                   "per_series.csv": pd.DataFrame(evaluation.per_series).to_csv(index=False).encode()})
     if windows.skipped:
         run.set_tags({"series_skipped": len(windows.skipped)})
         run.log_files({"skipped_series.txt": ("\n".join(windows.skipped) + "\n").encode()})
@@ -245,5 +242,5 @@ def _published_forecast(run: Run, source_run: str) -> Forecast | None:
     with tempfile.TemporaryDirectory() as tmp:
         t = pd.read_csv(run.client.download_artifacts(source_run, "forecasts.csv", tmp), dtype={"unique_id": str})
     ds = pd.to_datetime(t["ds"]).to_numpy().astype("datetime64[s]")
-    return Forecast(t["unique_id"].to_numpy(dtype=object), ingest_compact(ds), t["step"].to_numpy(),
+    return Forecast(t["unique_id"].to_numpy(dtype=object), compact_times(ds), t["step"].to_numpy(),
                     t["yhat"].to_numpy(dtype=np.float64))

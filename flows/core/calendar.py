@@ -165,6 +165,12 @@ def check_grid(times: np.ndarray, same_series: np.ndarray, grid: Grid) -> tuple[
     return off_grid, np.where(same_series, missing, 0)
 
 
+def compact_times(times: np.ndarray) -> np.ndarray:
+    """Day precision when every timestamp is a midnight (dates print as 2008-04-14), else seconds."""
+    days = times.astype("datetime64[D]")
+    return days if np.all(times == days) else times
+
+
 def next_dates(last, horizon: int, freq: str | None = None) -> np.ndarray:
     """The ``horizon`` timestamps after ``last`` at frequency ``freq`` (business days when not given);
     for a series labelled by integer positions, the next ``horizon`` positions."""

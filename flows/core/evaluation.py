@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+import pandas as pd
 
 from .calendar import next_dates
 from .windowing import Split, Windows
@@ -120,22 +121,24 @@ class Forecast:
         """(date, value) of each row (a panel of one: the forecast in date order)."""
         return [(str(d), float(v)) for d, v in zip(self.ds, self.yhat)]
 
-    def csv(self) -> str:
-        return "unique_id,ds,step,yhat\n" + "".join(f"{u},{d},{k},{v!r}\n" for u, d, k, v in
-                                                    zip(self.unique_id, self.ds, self.step, self.yhat.tolist()))
+    def frame(self) -> pd.DataFrame:
+        """The table as Nixtla's libraries write it: ``unique_id, ds, step, yhat``."""
+        return pd.DataFrame({"unique_id": self.unique_id, "ds": self.ds, "step": self.step, "yhat": self.yhat})
 
 
-def scores(actual: np.ndarray, pred: np.ndarray, last: np.ndarray, naive_mae: float, insample_scale: float,
+def scores(actual: np.ndarray, pred: np.ndarray, last: np.ndarray, naive_mae: float, insample_scale: np.ndarray,
            snaive_mae: float = float("nan")) -> Scores:
+    """``insample_scale``: each window's series' in-sample naive MAE, (n,) or one for all (errors are divided by it)."""
     actual, pred = np.asarray(actual, np.float64), np.asarray(pred, np.float64)
     err = pred - actual
     mae = float(np.mean(np.abs(err)))
     mse = float(np.mean(err ** 2))
-    insample_scale = np.asarray(insample_scale, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         mape = float(np.mean(np.abs(err) / np.abs(actual))) * 100
         denom = np.abs(actual) + np.abs(pred)
         smape = float(np.mean(np.where(denom > 0, 2 * np.abs(err) / denom, 0.0))) * 100
+        scale = np.broadcast_to(np.asarray(insample_scale, dtype=np.float64), err.shape[:1])
+        mase_insample = float(np.mean(np.abs(err) / scale[:, None])) if np.all(scale > 0) else float("nan")
     moved = np.sign(pred - last[:, None])
     truth = np.sign(actual - last[:, None])
     return Scores(
@@ -146,8 +149,7 @@ def scores(actual: np.ndarray, pred: np.ndarray, last: np.ndarray, naive_mae: fl
         smape=smape,
         mase=mae / naive_mae if naive_mae > 0 else float("nan"),
         mase_snaive=mae / snaive_mae if snaive_mae > 0 else float("nan"),
-        mase_insample=(mae / float(insample_scale) if insample_scale > 0 else float("nan")) if insample_scale.ndim == 0
-        else float(np.mean(np.abs(err) / insample_scale[:, None])),
+        mase_insample=mase_insample,
         directional_accuracy=float(np.mean(moved == truth)),
     )
 
@@ -219,8 +221,7 @@ def evaluate(model, windows: Windows) -> Evaluation:
                  "snaive": seasonal_naive_forecast(test, windows.values, h, windows.season, starts),
                  "drift": drift_forecast(test, windows.values, h, starts)}
     naive_mae, snaive_mae = (float(np.mean(np.abs(forecasts[b] - test.actual))) for b in ("naive", "snaive"))
-    insample = scale[0] if len(scale) == 1 else scale[test.series]
-    return Evaluation(**{name: scores(test.actual, f, test.last, naive_mae, insample, snaive_mae)
+    return Evaluation(**{name: scores(test.actual, f, test.last, naive_mae, scale[test.series], snaive_mae)
                          for name, f in forecasts.items()}, predictions=forecasts, season=windows.season,
                       per_series=per_series(test, forecasts, scale, windows.ids))
 

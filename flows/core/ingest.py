@@ -290,7 +290,7 @@ def build_panel(table: Table, label: str, date_column: str, value_columns: list[
     else:
         times, values, codes, filled = _fill(times, values, codes, missing, gaps, freq, FILLS[fill])
     offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(ids)))])
-    return ids, offsets, compact_times(times), values, freq, filled
+    return ids, offsets, calendar.compact_times(times), values, freq, filled
 
 
 def _show(t: np.datetime64) -> str:
@@ -322,12 +322,6 @@ def _fill(times, values, codes, missing, gaps, freq, how):
     pieces_c.append(codes[last:])
     return (np.concatenate(pieces_t), np.concatenate(pieces_v), np.concatenate(pieces_c),
             int(missing[gaps].sum()))
-
-
-def compact_times(times: np.ndarray) -> np.ndarray:
-    """Day precision when every timestamp is a midnight (dates print as 2008-04-14), else seconds."""
-    days = times.astype("datetime64[D]")
-    return days if np.all(times == days) else times
 
 
 def load_series(spec: DataSpec, positive: bool = False) -> Panel:

@@ -15,8 +15,9 @@ import pandas as pd
 
 from nncore import build_model
 
-from .calendar import next_dates
+from .calendar import compact_times, next_dates
 
+from .evaluation import Forecast
 from .transforms import PanelTransform, transform_from_dict
 from .windowing import Windows
 
@@ -111,9 +112,7 @@ def forecast_frame(forecaster: Forecaster, history: pd.DataFrame) -> pd.DataFram
     ids = np.asarray(counts.index.astype(str))
     raw = last["y"].to_numpy(dtype=np.float64).reshape(len(ids), W)
     yhat = forecaster.predict(raw, ids if forecaster.series is not None else None)
-    ends = last.groupby("unique_id", sort=False)["ds"].max().to_numpy().astype("datetime64[s]")
+    ends = compact_times(last.groupby("unique_id", sort=False)["ds"].max().to_numpy().astype("datetime64[s]"))
     freq = forecaster.config.get("freq") or "B"
-    ds = np.concatenate([next_dates(e.astype("datetime64[D]") if e == e.astype("datetime64[D]") else e, h, freq)
-                         for e in ends])
-    return pd.DataFrame({"unique_id": np.repeat(ids, h), "ds": ds, "step": np.tile(np.arange(1, h + 1), len(ids)),
-                         "yhat": yhat.ravel()})
+    ds = np.concatenate([next_dates(e, h, freq) for e in ends])
+    return Forecast(np.repeat(ids, h), ds, np.tile(np.arange(1, h + 1), len(ids)), yhat.ravel()).frame()

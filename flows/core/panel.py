@@ -44,10 +44,9 @@ class Panel:
     @property
     def dates(self) -> np.ndarray:
         """The timestamps of a panel of one series."""
-        return self.times if self.n_series == 1 else self._one("dates")
-
-    def _one(self, what: str):
-        raise ValueError(f"{what} of a panel of {self.n_series} series: pick one with .series(s)")
+        if self.n_series != 1:
+            raise ValueError(f"dates of a panel of {self.n_series} series: pick one with .series(s)")
+        return self.times
 
     @property
     def last(self) -> np.ndarray:

@@ -16,7 +16,9 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.forecaster = load_forecaster(context.artifacts["model_dir"])
 
-    def predict(self, context, model_input, params=None):
+    # MLflow hands a DataFrame (the column signature of a panel model) or an array (the tensor signature of a
+    # one-series model); a pandas or NumPy hint tells it the signature is the logged one, not inferred from the hint
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         if isinstance(model_input, pd.DataFrame) and "unique_id" in model_input.columns:
             return forecast_frame(self.forecaster, model_input)
         return self.forecaster.predict(np.asarray(model_input, dtype=np.float64))
