@@ -63,6 +63,8 @@ setup(
     install_requires=["numpy>=1.24", "scipy>=1.11", "prefect>=3.9,<4", "mlflow>=3.17,<4", "matplotlib>=3.8",
                       "prefect-dask>=0.3.7,<0.4"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "torch==2.13.0"],
+        # the statistical baselines (AutoETS, AutoARIMA, AutoTheta) the reports compare every model with
+        "stats": ["statsforecast>=2.1,<3"],
+        "test": ["pytest>=7", "hypothesis>=6", "torch==2.13.0", "statsforecast>=2.1,<3"],
     },
 )

@@ -26,6 +26,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             if sec != section:
                 continue
             choices = f.metadata["choices"]
+            if value_type(name) is bool:   # --per-series / --no-per-series
+                group.add_argument("--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction,
+                                   default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
+                continue
             group.add_argument("--" + name.replace("_", "-"), dest=name, type=value_type(name),
                                choices=list(choices) if choices is not None else None, default=argparse.SUPPRESS,
                                help=f"{f.metadata['help']} (default: {f.default})")

@@ -15,21 +15,28 @@ if __name__ == "__main__":  # the CLI boots Prefect's temporary server while it 
     server.start_early(sys.argv[1:])
 
 import argparse
+import os
 from typing import Any
 
-from prefect import flow
+from prefect import flow, unmapped
 from prefect.runtime import flow_run as current_flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import cli
 from flows.core import ingest
 from flows.core.config import ConfigError, RunConfig
 from flows.core.sources import DataError
 from flows.runtime import tracking
-from flows.tasks import (RunSummary, evaluate_model, load_series, log_results, make_windows, publish_model,
-                         report_unchanged, show_config, train_model, write_report)
+from flows.tasks import (RunSummary, combine_series_models, evaluate_model, load_series, log_results, make_windows,
+                         publish_model, report_unchanged, show_config, train_model, train_series, write_report)
 
 
-@flow(name="nightly", log_prints=False)
+#: Concurrent tasks (the --per-series trainings) in threads: one per core. Prefect's default is unbounded, and
+#: 148 threads training at once crashed OpenBLAS ("precompiled NUM_THREADS exceeded", then a segfault).
+TASK_THREADS = os.cpu_count() or 1
+
+
+@flow(name="nightly", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=TASK_THREADS))
 def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunSummary:
     """Retrain the forecaster on the latest data, evaluate it against baselines, publish the forecast.
 
@@ -50,8 +57,13 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
         if done is not None and not cfg.tracking.resume:  # a rerun of a night: same data, same parameters
             return report_unchanged(series, cfg.windows.horizon, cfg.tracking.model_name, done, run.id)
         windows = make_windows(series, cfg.data.n_values, cfg.data.season, cfg.windows, cfg.model.dtype)
-        result = train_model(windows, cfg.model, cfg.training, cfg.tracking, cfg.training_key(), run.id)
-        evaluation, forecast = evaluate_model(result, windows)
+        if cfg.model.per_series:   # one network per series: mapped tasks, on the flow's task runner
+            results = train_series.map([windows.only(s) for s in range(windows.n_series)],
+                                       [str(i) for i in windows.ids], unmapped(cfg.model), unmapped(cfg.training))
+            result = combine_series_models(results, windows, run.id)
+        else:
+            result = train_model(windows, cfg.model, cfg.training, cfg.tracking, cfg.training_key(), run.id)
+        evaluation, forecast = evaluate_model(result, windows, cfg.data.stat_baselines)
         pngs = log_results(series, windows, result, evaluation, forecast, run.id)
         promotion = publish_model(series, windows, result, evaluation, cfg.tracking.model_name, run_key,
                                   tracking.forecast_key(cfg.public()), run.id)
@@ -66,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the nightly forecasting pipeline once (Prefect flow, tracked in MLflow).",
         epilog="Explicit flags override the preset's values; 0 switches an optional parameter off.")
     cli.add_config_arguments(p)
+    p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the flow's tasks (the --per-series trainings) on Dask: the scheduler at ADDRESS (or "
+                        "$DASK_SCHEDULER_ADDRESS), else a local cluster of one worker process per core")
     return p
 
 
@@ -87,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracking.client()  # open the MLflow store (~2 s with sqlite) while the Prefect server boots
         server.wait_ready()  # the temporary server started by the CLI, if any
-        summary = cli.run_flow(nightly, {"preset": args.preset, "overrides": overrides})
+        flow_fn = nightly
+        if args.dask is not None:
+            from flows.runtime.cluster import dask_runner
+            flow_fn = nightly.with_options(task_runner=dask_runner(args.dask or None))
+        summary = cli.run_flow(flow_fn, {"preset": args.preset, "overrides": overrides})
     except Exception as e:  # noqa: BLE001 - the flow run already recorded the traceback
         print(f"error: the nightly flow failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

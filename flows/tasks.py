@@ -21,13 +21,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import MissingContextError
 
-from flows.core import ingest, report, windowing
+from flows.core import ingest, report, statistical, windowing
 from flows.core.calendar import compact_times, next_dates
 from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
 from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next
 from flows.core.panel import Panel
 from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster
-from flows.core.training import TrainResult, train
+from flows.core.composite import LocalModels
+from flows.core.training import TrainResult, combine, train
 from flows.core.windowing import Windows
 from flows.runtime import tracking
 from flows.runtime.tracking import Promotion, Run
@@ -152,15 +153,42 @@ def train_model(windows: Windows, model: ModelSpec, training: TrainSpec, trackin
     return result
 
 
+@task(task_run_name="train-series-{name}")
+def train_series(windows: Windows, name: str, model: ModelSpec, training: TrainSpec) -> TrainResult:
+    """``--per-series``: one series' own network, trained on its windows alone (``Windows.only``; no per-epoch
+    MLflow metrics or checkpoints: the combined run logs each series' outcome in ``per_series_training.csv``)."""
+    return train(windows, model, training)
+
+
 @task
-def evaluate_model(result: TrainResult, windows: Windows) -> tuple[Evaluation, Forecast]:
-    """Test metrics (stateless and carried state) against naive and drift, and the next forecast."""
-    evaluation = evaluate(result.model, windows)
+def combine_series_models(results: list[TrainResult], windows: Windows, run_id: str) -> TrainResult:
+    """The per-series networks as one model; each series' best epoch, epochs, seconds and validation loss logged."""
+    result = combine(results, LocalModels([r.model for r in results]))
+    table = pd.DataFrame({"unique_id": windows.ids.astype(str), "best_epoch": [r.best_epoch for r in results],
+                          "epochs_run": [r.epochs_run for r in results],
+                          "best_val_loss": [r.best_val_loss for r in results],
+                          "seconds": [r.seconds for r in results]})
+    run = Run(run_id)
+    run.log_files({"per_series_training.csv": table.to_csv(index=False).encode()})
+    run.set_tags({"kernel_backend": result.backend, "weights_sha256": result.weights_sha256})
+    run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "train_seconds": result.seconds, "epochs_run": result.epochs_run})
+    say(f"trained {len(results)} per-series networks: {result.epochs_run} epochs in {result.seconds:.1f} s; "
+        f"median best validation epoch {result.best_epoch}")
+    return result
+
+
+@task
+def evaluate_model(result: TrainResult, windows: Windows,
+                   stat_baselines: str = "auto") -> tuple[Evaluation, Forecast]:
+    """Test metrics (stateless and carried state) against the naive, seasonal naive, drift and statistical
+    baselines, and the next forecast."""
+    evaluation = evaluate(result.model, windows, statistical.parse(stat_baselines))
     forecast = forecast_next(result.model, windows)
     name, best = evaluation.strongest_baseline()
     say(f"test MAE {evaluation.model.mae:.3f} (carried {evaluation.carried.mae:.3f}) vs naive "
         f"{evaluation.naive.mae:.3f}, seasonal naive ({evaluation.season}) {evaluation.snaive.mae:.3f}: MASE "
-        f"{evaluation.model.mase:.3f}; strongest baseline: {Evaluation.BASELINES[name]}")
+        f"{evaluation.model.mase:.3f}; strongest baseline: {Evaluation.label(name)} ({best.mae:.3f})")
     return evaluation, forecast
 
 

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from nncore import BACKENDS, DTYPES, LOSSES, MODELS, OPTIMIZERS
 
 from .calendar import FrequencyError, parse_freq
+from . import statistical
 from .panel import FILLS
 from .sources import redact
 from .transforms import TRANSFORMS
@@ -94,6 +95,10 @@ def is_freq(v) -> str | None:
     return None
 
 
+def is_flag(v) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
+
+
 def param(default, help: str, check: Callable[[Any], str | None] | None = None, *, choices=None,
           optional: bool = False, nullable: bool = False, training: bool = True):
     """A spec field: its help text, its check (or registry of choices), whether 0/None means "none"
@@ -147,6 +152,9 @@ class DataSpec(_Spec):
     season: int | None = param(None, "season length in periods, for the seasonal naive baseline (default from the "
                                      "frequency: 5 business days, 7 days, 52 weeks, 12 months, 4 quarters, 24 hours, "
                                      "48 half-hours, …)", is_count, optional=True, training=False)
+    stat_baselines: str = param("auto", "statistical baselines fitted on each series' history before its test "
+                                        "period: auto (AutoETS when statsforecast is installed) | none | a comma "
+                                        "list of ets, arima, theta", statistical.check, training=False)
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,8 @@ class ModelSpec(_Spec):
     hidden_size: int = param(24, "hidden units", is_count)
     dtype: str = param("float32", "floating-point precision of the model", choices=DTYPES)
     backend: str = param("auto", "recurrent kernel (auto: the compiled one when built)", choices=BACKENDS)
+    per_series: bool = param(False, "one network per series (trained as mapped Prefect tasks; on Dask with "
+                                    "--dask) instead of one global network on every series' windows", is_flag)
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,8 @@ class TrainSpec(_Spec):
     l1: float = param(0.0, "L1 penalty on the weights", is_penalty)
     l2: float = param(0.0, "L2 weight decay", is_penalty)
     seed: int = param(0, "random seed (initialisation and shuffling)", is_seed)
+    ensemble: int = param(1, "train N networks from seeds seed … seed+N-1 and forecast with their mean (N > 1: "
+                             "not checkpointed)", is_count)
     log_every: int = param(25, "print training progress every N epochs", is_count, training=False)
     checkpoint_every: int | None = param(25, "save a training checkpoint to the MLflow run every N epochs (0: never)",
                                          is_count, optional=True, training=False)
@@ -234,6 +246,11 @@ def parse_value(name: str, text: str):
     if name not in PARAMETERS:
         raise ConfigError(f"unknown parameter {name!r}; valid: {', '.join(sorted(PARAMETERS))}")
     typ = value_type(name)
+    if typ is bool:
+        flag = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+        if flag is None:
+            raise ConfigError(f"parameter {name}={text!r}: not true or false")
+        return flag
     try:
         return typ(text)
     except ValueError:
@@ -297,8 +314,12 @@ class RunConfig:
         sections: dict[str, dict] = {section: {} for section in SPECS}
         for k, v in values.items():
             sections[PARAMETERS[k][0]][k] = v
-        return cls(**{section: SPECS[section](**kw) for section, kw in sections.items()}, preset=preset,
-                   given=frozenset(overrides))
+        cfg = cls(**{section: SPECS[section](**kw) for section, kw in sections.items()}, preset=preset,
+                  given=frozenset(overrides))
+        if (cfg.model.per_series or cfg.training.ensemble > 1) and cfg.tracking.resume:
+            _fail("resume", cfg.tracking.resume, "per-series networks and ensembles are not checkpointed: rerun "
+                                                 "without --resume")
+        return cfg
 
     def flat(self) -> dict:
         """Every parameter by name (what the MLflow run records), and the preset."""

@@ -17,7 +17,8 @@ and per series for a panel (:func:`per_series`, :meth:`Evaluation.panel`).
 Baselines on the same points: naive, ŷ_{t+k} = y_t; seasonal naive with season m,
 ŷ_{t+k} = y_{t+k−m·⌈k/m⌉} (the same period one season earlier; m = 1 is the naive forecast);
 random walk with drift, ŷ_{t+k} = y_t + k · (y_t − y_0) / t, the drift estimated on all history up
-to t. The verdict compares the stateless model (the one that forecasts and is served) with the
+to t; and the statistical models of ``--stat-baselines`` (statsforecast's AutoETS, AutoARIMA, AutoTheta:
+:mod:`flows.core.statistical`), fitted on each series' history before its test period. The verdict compares the stateless model (the one that forecasts and is served) with the
 strongest baseline; the carried-state mode is shown beside it, never picked on the test set.
 """
 from __future__ import annotations
@@ -27,7 +28,10 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import pandas as pd
 
+from . import statistical
 from .calendar import next_dates
+from .composite import LocalModels
+from .statistical import STAT_BASELINES
 from .windowing import Split, Windows
 
 
@@ -61,9 +65,11 @@ class Evaluation:
     naive: Scores
     snaive: Scores
     drift: Scores
-    predictions: dict[str, np.ndarray]   # "model", "carried", "naive", "snaive", "drift" -> (n, h)
+    predictions: dict[str, np.ndarray]   # "model", "carried", "naive", "snaive", "drift", "ets", … -> (n, h)
     season: int = 1
     per_series: dict = field(default_factory=dict)   # column -> (S,): see per_series()
+    statistical: dict[str, Scores] = field(default_factory=dict)   # "ets", "arima", …: see statistical.py
+    stat_failed: dict[str, list[str]] = field(default_factory=dict)   # name -> series it fell back to naive on
 
     #: forecast name -> prefix of its MLflow metrics
     PREFIXES = {"model": "test_", "carried": "carried_test_", "naive": "naive_test_", "snaive": "snaive_test_",
@@ -76,23 +82,34 @@ class Evaluation:
         and the baselines, and the share of series where the model's test MAE beats each baseline's."""
         t = self.per_series
         out = {}
-        for name in ("model", *self.BASELINES):
+        for name in ("model", *self.baselines()):
             out[f"{name}_mase_mean"] = float(np.mean(t[f"{name}_mase"]))
             out[f"{name}_mase_median"] = float(np.median(t[f"{name}_mase"]))
-        for name in self.BASELINES:
+        for name in self.baselines():
             out[f"share_beating_{name}"] = float(np.mean(t["model_mae"] < t[f"{name}_mae"]))
         out["series"] = float(len(t["unique_id"]))
         return out
 
+    def baselines(self) -> dict[str, Scores]:
+        """Every baseline's scores: naive, seasonal naive, drift, then the statistical models that were fitted."""
+        return {**{name: getattr(self, name) for name in self.BASELINES}, **self.statistical}
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        return cls.BASELINES[name] if name in cls.BASELINES else STAT_BASELINES[name][1]
+
     def strongest_baseline(self) -> tuple[str, Scores]:
         """The baseline with the lowest test MAE: the bar the model has to clear."""
-        name = min(self.BASELINES, key=lambda b: getattr(self, b).mae)
-        return name, getattr(self, name)
+        baselines = self.baselines()
+        name = min(baselines, key=lambda b: baselines[b].mae)
+        return name, baselines[name]
 
     def metrics(self) -> dict[str, float]:
-        """Every score under its metric name: ``test_mae``, ``carried_test_mae``, ``naive_test_mae``, …"""
-        return {k: v for name, prefix in self.PREFIXES.items()
-                for k, v in getattr(self, name).as_metrics(prefix).items()}
+        """Every score under its metric name: ``test_mae``, ``carried_test_mae``, ``naive_test_mae``,
+        ``ets_test_mae``, …"""
+        named = {**{name: getattr(self, name) for name in self.PREFIXES}, **self.statistical}
+        return {k: v for name, sc in named.items()
+                for k, v in sc.as_metrics(self.PREFIXES.get(name, f"{name}_test_")).items()}
 
 
 @dataclass(frozen=True)
@@ -178,8 +195,11 @@ def drift_forecast(split: Split, values: np.ndarray, horizon: int, starts: np.nd
     return split.last[:, None] + slope[:, None] * steps
 
 
-def predict(model, X: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Stateless predictions (h0 = 0 for every window), scaled target units."""
+def predict(model, X: np.ndarray, batch: int = 8192, series: np.ndarray | None = None) -> np.ndarray:
+    """Stateless predictions (h0 = 0 for every window), scaled target units (``series``: each window's series,
+    which per-series models need)."""
+    if isinstance(model, LocalModels):
+        return model.predict(X, series, batch)
     return np.concatenate([model.forward(X[lo:lo + batch])[0] for lo in range(0, len(X), batch)])
 
 
@@ -202,28 +222,35 @@ def predict_carried_panel(model, test: Split, val: Split) -> np.ndarray:
     out = np.empty((len(test), test.y.shape[1]))
     for s in np.unique(test.series):
         rows = test.series == s
-        out[rows] = predict_carried(model, test.X[rows], val.X[val.series == s])
+        one = model.of(s) if isinstance(model, LocalModels) else model
+        out[rows] = predict_carried(one, test.X[rows], val.X[val.series == s])
     return out
 
 
-def evaluate(model, windows: Windows) -> Evaluation:
-    """Scores of the model (both modes) and the baselines on the test windows, pooled and per series."""
+def evaluate(model, windows: Windows, stat_baselines: tuple[str, ...] = ()) -> Evaluation:
+    """Scores of the model (both modes) and the baselines on the test windows, pooled and per series
+    (``stat_baselines``: the statsforecast models to fit as well, :mod:`flows.core.statistical`)."""
     test, h = windows.test, windows.horizon
     # Hyndman's scale: each series' mean absolute one-step change over all its history before the test period
     origin = np.full(windows.n_series, np.iinfo(np.int64).max)
     np.minimum.at(origin, test.series, test.index)             # each series' first test target
     scale = np.array([np.mean(np.abs(np.diff(windows.values[a:b]))) for a, b in zip(windows.starts, origin)])
     starts = windows.starts[test.series]
-    stateless = windows.to_levels(predict(model, test.X), test.last, test.series)
+    stateless = windows.to_levels(predict(model, test.X, series=test.series), test.last, test.series)
     carried = (windows.to_levels(predict_carried_panel(model, test, windows.val), test.last, test.series)
                if model.stateful else stateless)
     forecasts = {"model": stateless, "carried": carried, "naive": naive_forecast(test, h),
                  "snaive": seasonal_naive_forecast(test, windows.values, h, windows.season, starts),
                  "drift": drift_forecast(test, windows.values, h, starts)}
+    stat = statistical.forecast_test(stat_baselines, windows.values, windows.starts, test.index, test.series,
+                                     test.last, h, windows.season, windows.ids)
+    forecasts.update(stat.predictions)
     naive_mae, snaive_mae = (float(np.mean(np.abs(forecasts[b] - test.actual))) for b in ("naive", "snaive"))
-    return Evaluation(**{name: scores(test.actual, f, test.last, naive_mae, scale[test.series], snaive_mae)
-                         for name, f in forecasts.items()}, predictions=forecasts, season=windows.season,
-                      per_series=per_series(test, forecasts, scale, windows.ids))
+    scored = {name: scores(test.actual, f, test.last, naive_mae, scale[test.series], snaive_mae)
+              for name, f in forecasts.items()}
+    return Evaluation(**{name: scored[name] for name in Evaluation.PREFIXES}, predictions=forecasts,
+                      season=windows.season, per_series=per_series(test, forecasts, scale, windows.ids),
+                      statistical={name: scored[name] for name in stat.predictions}, stat_failed=stat.failed)
 
 
 def per_series(test: Split, forecasts: dict[str, np.ndarray], scale: np.ndarray, ids: np.ndarray) -> dict:
@@ -242,7 +269,7 @@ def forecast_next(model, windows: Windows) -> Forecast:
     S, W, h = windows.n_series, windows.window, windows.horizon
     series = np.arange(S)
     raw = windows.values[windows.ends[:, None] - W + np.arange(W)]                 # (S, W)
-    pred = predict(model, windows.encode(raw, model.dtype, series))
+    pred = predict(model, windows.encode(raw, model.dtype, series), series=series)
     yhat = windows.to_levels(pred, raw[:, -1], series)                              # (S, h)
     ds = np.concatenate([next_dates(windows.dates[e - 1], h, windows.freq) for e in windows.ends])
     return Forecast(np.repeat(windows.ids, h), ds, np.tile(np.arange(1, h + 1), S), yhat.ravel())

@@ -2,8 +2,9 @@
 
 The config holds everything needed to turn raw values into a forecast: the architecture
 (``model``), the window, the horizon and the fitted transform — ``scaler`` for a model of one
-series, ``scalers`` (one set of constants per series) and ``series`` (their ids) for a global
-model of a panel.
+series, ``scalers`` (one set of constants per series) and ``series`` (their ids) for a model of a
+panel; ``per_series_models`` (their number; weights keyed ``<series index>/<name>``) when every series
+has its own network (``--per-series``), ``ensemble`` (members keyed ``m<k>/<name>``) for ``--ensemble``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from nncore import build_model
 
 from .calendar import compact_times, next_dates
 
-from .evaluation import Forecast
+from .composite import Ensemble, LocalModels
+from .evaluation import Forecast, predict
 from .transforms import PanelTransform, transform_from_dict
 from .windowing import Windows
 
@@ -30,9 +32,12 @@ def save_forecaster(model, windows: Windows, directory: Path, extra: dict | None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     np.savez(directory / WEIGHTS, **model.state_dict())
+    one = model.of(0) if isinstance(model, LocalModels) else model   # what each series is forecast by
     config = {
         "format_version": FORMAT_VERSION,
         "model": model.config,
+        **({"per_series_models": len(model)} if isinstance(model, LocalModels) else {}),
+        **({"ensemble": len(one)} if isinstance(one, Ensemble) else {}),
         "window": windows.window,
         "horizon": windows.horizon,
         **({"scaler": windows.scaler.to_dict()} if windows.n_series == 1 else
@@ -70,7 +75,7 @@ class Forecaster:
             raise ValueError("input windows contain NaN or infinite values")
         index = self._index(series, len(raw))
         transform = self.scalers.at(index)
-        pred, _ = self.model.forward(transform.encode_inputs(raw)[..., None].astype(self.model.dtype))
+        pred = predict(self.model, transform.encode_inputs(raw)[..., None].astype(self.model.dtype), series=index)
         return transform.decode(pred, raw[:, -1])
 
     def _index(self, series, n: int) -> np.ndarray:
@@ -90,10 +95,27 @@ def load_forecaster(directory: Path) -> Forecaster:
     config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory / CONFIG}: unsupported format_version {config.get('format_version')!r}")
-    model = build_model(**config["model"])
     with np.load(directory / WEIGHTS, allow_pickle=False) as weights:
-        model.load_state_dict({k: weights[k] for k in weights.files})
+        weights = {k: weights[k] for k in weights.files}
+    model = _load_model(config, weights)
     return Forecaster(model, config)
+
+
+def _load_model(config: dict, weights: dict):
+    """The network (or ensemble; or one per series) of a saved config from its parameters."""
+    def network(w):
+        m = build_model(**config["model"])
+        m.load_state_dict(w)
+        return m
+
+    def one(w):   # --ensemble N: members keyed m<k>/<name>
+        if "ensemble" in config:
+            return Ensemble.from_state_dict(lambda: build_model(**config["model"]), config["ensemble"], w)
+        return network(w)
+
+    if "per_series_models" in config:   # --per-series: one per series, keyed <series>/…
+        return LocalModels.from_state_dict(one, config["per_series_models"], weights)
+    return one(weights)
 
 
 def forecast_frame(forecaster: Forecaster, history: pd.DataFrame) -> pd.DataFrame:

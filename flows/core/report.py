@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from . import statistical  # noqa: E402
 from .backtest import SweepEntry  # noqa: E402
 from .config import RunConfig  # noqa: E402
 from .evaluation import Evaluation, Forecast  # noqa: E402
@@ -95,6 +96,45 @@ def figure_residuals(windows: Windows, evaluation: Evaluation):
     return fig
 
 
+def figure_panel(windows: Windows, evaluation: Evaluation):
+    """A panel at a glance: the distribution of per-series MASE (model and the strongest baseline), and the test
+    forecasts of the best and the worst series."""
+    t, test = evaluation.per_series, windows.test
+    bar, _ = evaluation.strongest_baseline()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    ax = axes[0]
+    both = np.concatenate([t["model_mase"], t[f"{bar}_mase"]])
+    both = both[np.isfinite(both) & (both > 0)]
+    bins = np.geomspace(both.min(), both.max(), 25) if len(both) and both.max() > both.min() else 10
+    ax.hist(t[f"{bar}_mase"], bins=bins, alpha=0.5, color="0.5", label=Evaluation.label(bar))
+    ax.hist(t["model_mase"], bins=bins, alpha=0.6, color="tab:red", label="model")
+    ax.set_xscale("log")
+    ax.axvline(1, color="0.3", lw=0.7, ls=":")
+    ax.set_xlabel("MASE per series (log scale; 1 = in-sample naive)")
+    ax.set_title(f"{windows.n_series} series")
+    ax.legend(fontsize=7)
+    order = np.argsort(t["model_mase"])
+    for ax, s, which in ((axes[1], order[0], "best"), (axes[2], order[-1], "worst")):
+        rows = np.flatnonzero(test.series == s)
+        if windows.horizon == 1:     # one-step forecasts over every test window
+            d, actual = test.dates[rows, 0], test.actual[rows, 0]
+            model, base = evaluation.predictions["model"][rows, 0], evaluation.predictions[bar][rows, 0]
+        else:                        # the last test window's path, after the window it starts from
+            r = rows[-1]
+            d, actual = test.dates[r], test.actual[r]
+            model, base = evaluation.predictions["model"][r], evaluation.predictions[bar][r]
+            lo = test.index[r] - windows.window
+            ax.plot(windows.dates[lo:test.index[r]], windows.values[lo:test.index[r]], color="0.4", lw=0.8)
+        ax.plot(d, actual, color="black", lw=1.1, label="actual")
+        ax.plot(d, base, color="0.5", lw=0.9, ls="--", label=Evaluation.label(bar))
+        ax.plot(d, model, color="tab:red", lw=0.9, label="model")
+        ax.set_title(f"{which}: {t['unique_id'][s]} (MASE {t['model_mase'][s]:.2f})", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7, rotation=30)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def render_png(figures: dict, dpi: int = 110) -> dict[str, bytes]:
     """name → PNG bytes of each figure, drawn once; the figures are closed."""
     out = {}
@@ -110,8 +150,10 @@ def render_png(figures: dict, dpi: int = 110) -> dict[str, bytes]:
 
 
 def run_figures(series: Panel, windows: Windows, evaluation: Evaluation, result: TrainResult) -> dict[str, bytes]:
-    """The nightly run's figures as PNG bytes, by file name."""
+    """The nightly run's figures as PNG bytes, by file name (a panel's distribution and best/worst series first)."""
+    figures = {"panel.png": figure_panel(windows, evaluation)} if windows.n_series > 1 else {}
     return render_png({
+        **figures,
         "series.png": figure_series(series, windows),
         "test_forecast.png": figure_test_forecast(windows, evaluation),
         "loss_curves.png": figure_loss(result.history, result.best_epoch),
@@ -139,10 +181,10 @@ def _row(name: str, m) -> str:
             f"| {m.mase:.3f} | {m.mase_snaive:.3f} | {m.directional_accuracy:.3f} |")
 
 
-def panel_lines(windows: Windows, evaluation: Evaluation) -> list[str]:
+def panel_lines(windows: Windows, evaluation: Evaluation, per_series: bool = False) -> list[str]:
     """The panel section: MASE across series (each scaled by its own in-sample naive MAE), shares, best and worst."""
     agg, t = evaluation.panel(), evaluation.per_series
-    names = {"model": "model", **Evaluation.BASELINES}
+    names = {"model": "model", **{b: Evaluation.label(b) for b in evaluation.baselines()}}
     order = np.argsort(t["model_mase"])
     worst, best = order[::-1][:3], order[:3]
 
@@ -150,7 +192,7 @@ def panel_lines(windows: Windows, evaluation: Evaluation) -> list[str]:
         return ", ".join(f"`{t['unique_id'][i]}` ({t['model_mase'][i]:.2f})" for i in rows)
 
     return [
-        f"## Across the {windows.n_series} series (one global model)",
+        f"## Across the {windows.n_series} series ({'one network per series' if per_series else 'one global model'})",
         "",
         "| forecast | mean MASE | median MASE | series where the model's MAE is lower |",
         "|---|---|---|---|",
@@ -165,6 +207,19 @@ def panel_lines(windows: Windows, evaluation: Evaluation) -> list[str]:
     ]
 
 
+def stat_lines(cfg: RunConfig, evaluation: Evaluation) -> list[str]:
+    """What the report says about the statistical baselines: not installed, or the series they fell back on."""
+    lines = []
+    if cfg.data.stat_baselines == "auto" and not statistical.installed():
+        lines += ["", f"No statistical baseline (AutoETS): statsforecast is not installed ({statistical.INSTALL_HINT})."]
+    for name, failed in evaluation.stat_failed.items():
+        if failed:
+            lines += ["", f"{Evaluation.label(name)} could not be fitted on {len(failed)} series, which get the naive "
+                          f"forecast in its place: " + "; ".join(f"`{f}`" for f in failed[:5])
+                      + ("…" if len(failed) > 5 else "") + "."]
+    return lines
+
+
 def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation,
                     forecast: Forecast, registry: str, pngs: dict, mlflow_url: str | None = None) -> str:
     """The nightly report; ``registry`` is the sentence on the registered version (markdown)."""
@@ -177,8 +232,12 @@ def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: Tra
         f"sha256 `{series.sha256[:12]}…`; "
         f"{len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test windows"
         f"{f' (preset `{cfg.preset}`)' if cfg.preset else ''}.",
-        f"Training: {result.epochs_run} epochs in {result.seconds:.1f} s on the `{result.backend}` backend, "
-        f"best validation epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}; "
+        (f"Training: one network per series, {result.epochs_run} epochs in all, {result.seconds:.1f} s of training "
+         f"on the `{result.backend}` backend, median best validation epoch {result.best_epoch} "
+         f"(per_series_training.csv); " if cfg.model.per_series else
+         f"Training: {result.epochs_run} epochs in {result.seconds:.1f} s on the `{result.backend}` backend, "
+         f"best validation epoch {result.best_epoch}{' (stopped early)' if result.stopped_early else ''}; ")
+        +
         f"weights sha256 `{result.weights_sha256[:12]}…`.",
         "",
         "## Next values",
@@ -197,16 +256,18 @@ def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: Tra
         _row("naive (tomorrow = today)", evaluation.naive),
         _row(f"seasonal naive (season {evaluation.season})", evaluation.snaive),
         _row("random walk with drift", evaluation.drift),
+        *[_row(Evaluation.label(name), sc) for name, sc in evaluation.statistical.items()],
     ]
+    lines += stat_lines(cfg, evaluation)
     if cfg.preset == "notebook":
         lines += ["", "Source notebooks' published results (carried state, integer-truncated prices):", "",
                   "| model | MSE | MAE |", "|---|---|---|"]
         lines += [f"| {k} | {v['mse']:.2f} | {v['mae']:.2f} |" for k, v in PUBLISHED.items()]
     if windows.n_series > 1:
-        lines += ["", *panel_lines(windows, evaluation)]
+        lines += ["", *panel_lines(windows, evaluation, cfg.model.per_series)]
     name, bar = evaluation.strongest_baseline()
     verdict = "beats" if evaluation.model.mae < bar.mae else "does not beat"
-    lines += ["", f"The model {verdict} the strongest baseline, the {Evaluation.BASELINES[name]} forecast, on test MAE "
+    lines += ["", f"The model {verdict} the strongest baseline, the {Evaluation.label(name)} forecast, on test MAE "
               f"({evaluation.model.mae:.2f} vs {bar.mae:.2f}; ratio {evaluation.model.mae / bar.mae:.3f}). The "
               "carried-state row is for reference: the verdict never chooses a mode on the test set.", "", registry]
     if mlflow_url:

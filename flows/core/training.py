@@ -6,6 +6,7 @@ epochs, see :mod:`flows.core.checkpoint`) through ``on_checkpoint``; ``resume`` 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -18,6 +19,7 @@ import numpy as np
 from nncore import OPTIMIZERS, Regularization, build_model, clip_grad_norm, get_loss
 
 from .checkpoint import Checkpoint
+from .composite import Ensemble
 from .config import ModelSpec, TrainSpec
 from .windowing import Windows
 
@@ -76,7 +78,46 @@ def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: in
 def train(windows: Windows, model_spec: ModelSpec, spec: TrainSpec,
           on_epoch: Callable[[int, dict], None] | None = None,
           on_checkpoint: Callable[[Checkpoint], None] | None = None, resume: Checkpoint | None = None) -> TrainResult:
-    """Train a model of ``model_spec`` on ``windows.train``, keeping the best validation epoch.
+    """Train a model of ``model_spec`` on ``windows.train``, keeping the best validation epoch; with
+    ``spec.ensemble`` N > 1, N networks from seeds ``seed … seed+N−1`` one after another, as one
+    :class:`~flows.core.composite.Ensemble` (``on_epoch`` sees the first member's epochs; no checkpoints)."""
+    if spec.ensemble > 1:
+        if resume is not None:
+            raise ValueError("an ensemble is not checkpointed: it cannot resume")
+        members = [train_one(windows, model_spec, dataclasses.replace(spec, seed=spec.seed + k, ensemble=1),
+                             on_epoch if k == 0 else None) for k in range(spec.ensemble)]
+        return combine(members, Ensemble([m.model for m in members]))
+    return train_one(windows, model_spec, spec, on_epoch, on_checkpoint, resume)
+
+
+def combine(results: list[TrainResult], model) -> TrainResult:
+    """Several trainings as one result for ``model`` (their networks together): epochs and seconds summed, the
+    median best epoch, the mean validation loss, loss curves averaged over the trainings still running at each
+    epoch, one hash over every network's weights (in order)."""
+    h = hashlib.sha256()
+    for r in results:
+        h.update(bytes.fromhex(r.weights_sha256))
+    longest = max(len(r.history.get("train_loss", [])) for r in results)
+    history = {}
+    for key in ("train_loss", "val_loss"):
+        curves = np.full((len(results), longest), np.nan)
+        for i, r in enumerate(results):
+            curve = r.history.get(key, [])
+            curves[i, :len(curve)] = curve
+        history[key] = [float(np.nanmean(c)) for c in curves.T]
+    return TrainResult(model=model, best_epoch=int(np.median([r.best_epoch for r in results])),
+                       best_val_loss=float(np.mean([r.best_val_loss for r in results])),
+                       epochs_run=int(sum(r.epochs_run for r in results)),
+                       stopped_early=all(r.stopped_early for r in results),
+                       seconds=float(sum(r.seconds for r in results)), weights_sha256=h.hexdigest(),
+                       backend=results[0].backend, history=history)
+
+
+def train_one(windows: Windows, model_spec: ModelSpec, spec: TrainSpec,
+              on_epoch: Callable[[int, dict], None] | None = None,
+              on_checkpoint: Callable[[Checkpoint], None] | None = None,
+              resume: Checkpoint | None = None) -> TrainResult:
+    """Train one network of ``model_spec`` on ``windows.train``, keeping the best validation epoch.
 
     ``on_checkpoint(ckpt)`` is called every ``spec.checkpoint_every`` epochs with the state that
     ``resume=ckpt`` continues from (same weights at the end as without the interruption).

@@ -21,7 +21,7 @@ per series only to fit each transform's constants.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -50,6 +50,11 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.X)
+
+    def of_series(self, s: int) -> "Split":
+        """The windows of series ``s`` alone."""
+        rows = self.series == s
+        return Split(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,21 @@ class Windows:
     @staticmethod
     def _series(series, n: int) -> np.ndarray:
         return np.zeros(n, dtype=np.int64) if series is None else np.asarray(series)
+
+    def only(self, s: int) -> "Windows":
+        """Series ``s`` as a panel of one: its windows in the same splits, its values, dates and transform (what its
+        own network trains on with ``--per-series``; small enough to send to a Dask worker)."""
+        a, b = int(self.starts[s]), int(self.ends[s])
+
+        def part(split: Split) -> Split:
+            p = split.of_series(s)
+            return replace(p, index=p.index - a, series=np.zeros(len(p), dtype=p.series.dtype))
+
+        return replace(self, train=part(self.train), val=part(self.val), test=part(self.test),
+                       scalers=PanelTransform(self.scalers.kind, {n: v[s:s + 1] for n, v in self.scalers.params.items()}),
+                       values=self.values[a:b], dates=self.dates[a:b], starts=np.array([0]), ends=np.array([b - a]),
+                       ids=self.ids[s:s + 1], skipped=(),
+                       train_ends=None if self.train_ends is None else self.train_ends[s:s + 1] - a)
 
     @property
     def train_end(self) -> int:

@@ -43,9 +43,10 @@ def test_notebook_preset_is_the_source_protocol_and_flags_override_it():
     ({"fill": "mean"}, r"parameter fill='mean': unknown value; valid: none, ffill, interpolate"),
     ({"optimizer": "rmsprop"}, r"parameter optimizer='rmsprop': unknown value; valid: adam, sgd"),
     ({"checkpoint_every": -1}, r"parameter checkpoint_every=-1"),
+    ({"stat_baselines": "prophet"}, r"parameter stat_baselines='prophet': unknown baseline prophet"),
 ])
 @pytest.mark.fault(fault="bad parameters (window ≤ 0, unknown model kind or fill method, negative or infinite learning "
-                         "rate, …; 15 cases)",
+                         "rate, unknown statistical baseline, …; 16 cases)",
                    did="rejected before any work: 'parameter NAME=VALUE: problem'; the CLI exits 2",
                    kept="everything: no flow run, no MLflow run, no download")
 def test_bad_parameters_are_rejected_with_the_parameter_named(overrides, pattern):
