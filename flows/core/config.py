@@ -100,12 +100,15 @@ def is_flag(v) -> str | None:
 
 
 def param(default, help: str, check: Callable[[Any], str | None] | None = None, *, choices=None,
-          optional: bool = False, nullable: bool = False, training: bool = True):
+          optional: bool = False, nullable: bool = False, training: bool = True, keyed_when_set: bool = False):
     """A spec field: its help text, its check (or registry of choices), whether 0/None means "none"
     (``optional``) or None alone does (``nullable``: the check sees None), and whether it changes what is
-    trained (``training=False``: where or how often it is logged)."""
+    trained (``training=False``: where or how often it is logged). ``keyed_when_set``: a training parameter
+    added after registries stored training keys enters the key only when it differs from its default, so the
+    keys of earlier versions (and "unchanged" reruns) stay valid."""
     return field(default=default, metadata={"help": help, "check": check, "choices": choices, "optional": optional,
-                                            "nullable": nullable, "training": training})
+                                            "nullable": nullable, "training": training,
+                                            "keyed_when_set": keyed_when_set})
 
 
 class _Spec:
@@ -186,7 +189,8 @@ class ModelSpec(_Spec):
     dtype: str = param("float32", "floating-point precision of the model", choices=DTYPES)
     backend: str = param("auto", "recurrent kernel (auto: the compiled one when built)", choices=BACKENDS)
     per_series: bool = param(False, "one network per series (trained as mapped Prefect tasks; on Dask with "
-                                    "--dask) instead of one global network on every series' windows", is_flag)
+                                    "--dask) instead of one global network on every series' windows", is_flag,
+                                    keyed_when_set=True)
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,7 @@ class TrainSpec(_Spec):
     l2: float = param(0.0, "L2 weight decay", is_penalty)
     seed: int = param(0, "random seed (initialisation and shuffling)", is_seed)
     ensemble: int = param(1, "train N networks from seeds seed … seed+N-1 and forecast with their mean (N > 1: "
-                             "not checkpointed)", is_count)
+                             "not checkpointed)", is_count, keyed_when_set=True)
     log_every: int = param(25, "print training progress every N epochs", is_count, training=False)
     checkpoint_every: int | None = param(25, "save a training checkpoint to the MLflow run every N epochs (0: never)",
                                          is_count, optional=True, training=False)
@@ -338,5 +342,6 @@ class RunConfig:
 
     def training_key(self) -> str:
         """SHA-256 of every parameter that changes what is trained (not where it is logged or how often)."""
-        d = {k: v for k, v in self.flat().items() if k != "preset" and PARAMETERS[k][1].metadata["training"]}
+        d = {k: v for k, v in self.flat().items() if k != "preset" and PARAMETERS[k][1].metadata["training"]
+             and not (PARAMETERS[k][1].metadata["keyed_when_set"] and v == PARAMETERS[k][1].default)}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()

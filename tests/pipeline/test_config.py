@@ -75,8 +75,19 @@ def test_the_training_key_ignores_where_and_how_often_a_run_is_logged():
     for name, value in (("experiment", "other"), ("model_name", "other"), ("log_every", 3), ("checkpoint_every", 5),
                         ("resume", "latest")):
         assert resolve_config(**{name: value}).training_key() == base.training_key(), name
-    for name, value in (("seed", 1), ("lr", 0.02), ("source", "x.csv"), ("window", 30), ("dtype", "float64")):
-        assert resolve_config(**{name: value}).training_key() != base.training_key(), name
+    for name, value in (("seed", 1), ("lr", 0.02), ("source", "x.csv"), ("window", 30), ("dtype", "float64"),
+                        ("ensemble", 3), ("per_series", True), ("stat_baselines", "none")):
+        changed = resolve_config(**{name: value}).training_key() != base.training_key()
+        assert changed == (name != "stat_baselines"), name
+
+
+def test_parameters_added_later_keep_the_earlier_training_keys():
+    """A version registered before --ensemble and --per-series existed is still this run's version: the notebook
+    preset's key as the commit before them (bf4146d) computed it."""
+    assert resolve_config("notebook", model="rnn").training_key() == \
+        "c406abd272ff7d3b0c0f77fb459ddd2df9ae6d6744899f19646d3e4d89c45382"
+    assert resolve_config("notebook", model="rnn", ensemble=1, per_series=False).training_key() == \
+        resolve_config("notebook", model="rnn").training_key()
 
 
 def test_choices_come_from_the_registries():
