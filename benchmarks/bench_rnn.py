@@ -19,7 +19,13 @@ median of --repeats runs after one warm-up, ratios, and GFLOP/s with
 i.e. the multiply-adds (2 FLOP each) of the forward products x W_ihᵀ and h W_hhᵀ and of the
 backward's dh, dx, dW_hh and dW_ih; activations and elementwise work are not counted.
 
-Usage: python benchmarks/bench_rnn.py [--quick] [--kinds rnn,gru,lstm] [--repeats N]
+Input size. ``--input-sizes 1,8`` runs every case at each input size I (covariates as input
+channels; B, T, H stay the case's) and adds a table of the time per step at each I against the
+first, beside the FLOP ratio; the fused step at I = 1 vs I = 8 on the reference workload is
+
+  python benchmarks/bench_rnn.py --cases reference --backends fused --input-sizes 1,8 --kinds rnn,gru,lstm
+
+Usage: python benchmarks/bench_rnn.py [--quick] [--kinds rnn,gru,lstm] [--repeats N] [--input-sizes 1,8]
 """
 from __future__ import annotations
 
@@ -140,8 +146,9 @@ def time_it(run, d, repeats):
 
 
 def worker(args):
-    """Time one (backend, kind, case, dtype) in this process; print JSON."""
+    """Time one (backend, kind, case, dtype, input size) in this process; print JSON."""
     B, T, I, H = CASES[args.case]
+    I = args.input_size or I
     dtype = np.dtype(args.dtype)
     d = make_data(args.kind, B, T, I, H, dtype)
     if args.backend == "numpy":
@@ -198,13 +205,14 @@ def have(backend, kind):
     return True
 
 
-def run_subprocess(backend, kind, case, dtype, repeats, threads):
+def run_subprocess(backend, kind, case, dtype, repeats, threads, input_size):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--backend", backend, "--kind", kind,
-           "--case", case, "--dtype", dtype, "--repeats", str(repeats), "--threads", str(threads)]
+           "--case", case, "--dtype", dtype, "--repeats", str(repeats), "--threads", str(threads),
+           "--input-size", str(input_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
-        raise RuntimeError(f"{backend} {kind} {case} {dtype} failed:\n{res.stderr}")
+        raise RuntimeError(f"{backend} {kind} {case} {dtype} I={input_size} failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
 
 
@@ -215,12 +223,16 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 5)")
     p.add_argument("--cases", default=",".join(CASES), help="comma list of " + ",".join(CASES))
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma list of " + ",".join(BACKENDS))
+    p.add_argument("--input-sizes", default="",
+                   help="comma list of input sizes I to run every case at (default: each case's own I); "
+                        "more than one adds a time-per-step table against the first")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--dtype", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--input-size", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -235,34 +247,65 @@ def main(argv=None):
             raise SystemExit(f"unknown kind {k!r}; valid: {', '.join(GATES)}")
     dtypes = ["float32"] if args.quick else ["float32", "float64"]
     backends = args.backends.split(",")
+    input_sizes = [int(v) for v in args.input_sizes.split(",") if v]
+    if any(v < 1 for v in input_sizes):
+        raise SystemExit(f"input sizes must be >= 1, got {input_sizes}")
     print("\n".join(machine(threads)))
     print(f"median of {repeats} runs (after 1 warm-up) per forward+backward; FLOP = B·T·G·(6H² + 6HI)\n")
-    header = f"{'kind':5} {'case':13} {'dtype':8} " + " ".join(f"{b:>10}" for b in backends)
+    header = f"{'kind':5} {'case':13} {'I':>3} {'dtype':8} " + " ".join(f"{b:>10}" for b in backends)
     header += "   fused vs: numpy  torch  t-ftz | kernel vs numpy | GFLOP/s fused"
     print(header)
     print("-" * len(header))
+    results = {}  # (kind, case, dtype, I) -> {backend: seconds}
     for kind in kinds:
         for case in args.cases.split(","):
-            B, T, I, H = CASES[case]
-            for dtype in dtypes:
-                secs = {}
-                for b in backends:
-                    if not have(b, kind) or (args.quick and b == "numpy" and case != "small-batch"):
-                        continue
-                    secs[b] = run_subprocess(b, kind, case, dtype, repeats, threads)
-                cells = " ".join(f"{secs[b]:10.4f}" if b in secs else f"{'-':>10}" for b in backends)
-                f = secs.get("fused")
-
-                def ratio(other):
-                    return f"{secs[other] / f:6.1f}x" if f and other in secs else "      -"
-
-                gf = f"{flops(kind, B, T, I, H) / f / 1e9:8.1f}" if f else "       -"
-                kvn = (f"{secs['numpy'] / secs['kernel']:6.1f}x" if "numpy" in secs and "kernel" in secs
-                       else "      -")
-                print(f"{kind:5} {case:13} {dtype:8} {cells}   {ratio('numpy')} {ratio('torch')} "
-                      f"{ratio('torch-ftz')} |         {kvn} | {gf}", flush=True)
+            B, T, I_case, H = CASES[case]
+            for I in input_sizes or [I_case]:
+                for dtype in dtypes:
+                    secs = results[kind, case, dtype, I] = {}
+                    for b in backends:
+                        if not have(b, kind) or (args.quick and b == "numpy" and case != "small-batch"):
+                            continue
+                        secs[b] = run_subprocess(b, kind, case, dtype, repeats, threads, I)
+                    print(row(kind, case, dtype, I, secs, backends, flops(kind, B, T, I, H)), flush=True)
     print("\nseconds; 'fused vs X' = X's time / fused time, 'kernel vs numpy' = numpy's time / the "
           "separate kernel calls' time (higher: compiled faster)")
+    if len(input_sizes) > 1:
+        print(input_size_table(results, input_sizes, backends))
+
+
+def row(kind, case, dtype, I, secs, backends, flop):
+    """One line of the main table."""
+    cells = " ".join(f"{secs[b]:10.4f}" if b in secs else f"{'-':>10}" for b in backends)
+    f = secs.get("fused")
+    ratios = " ".join(f"{secs[other] / f:6.1f}x" if f and other in secs else "      -"
+                      for other in ("numpy", "torch", "torch-ftz"))
+    gf = f"{flop / f / 1e9:8.1f}" if f else "       -"
+    kvn = f"{secs['numpy'] / secs['kernel']:6.1f}x" if "numpy" in secs and "kernel" in secs else "      -"
+    return f"{kind:5} {case:13} {I:3d} {dtype:8} {cells}   {ratios} |         {kvn} | {gf}"
+
+
+def input_size_table(results, input_sizes, backends):
+    """Time per step at each input size against the first, per backend, beside the FLOP ratio."""
+    base = input_sizes[0]
+    lines = [f"\ntime per step vs input size (ratio = time at I / time at I={base}; FLOP ratio from the formula)",
+             f"{'kind':5} {'case':13} {'dtype':8} {'backend':9} "
+             + " ".join(f"{'I=' + str(i):>9}" for i in input_sizes)
+             + "  " + " ".join(f"{'ratio ' + str(i):>9}" for i in input_sizes[1:])
+             + "  " + " ".join(f"{'FLOP ' + str(i):>8}" for i in input_sizes[1:])]
+    lines.append("-" * len(lines[-1]))
+    keys = sorted({(k, c, d) for k, c, d, _ in results}, key=lambda t: (list(GATES).index(t[0]), t[1], t[2]))
+    for kind, case, dtype in keys:
+        B, T, _, H = CASES[case]
+        for b in backends:
+            secs = [results[kind, case, dtype, i].get(b) for i in input_sizes]
+            if secs[0] is None or any(v is None for v in secs):
+                continue
+            lines.append(f"{kind:5} {case:13} {dtype:8} {b:9} " + " ".join(f"{v:9.4f}" for v in secs)
+                         + "  " + " ".join(f"{v / secs[0]:8.2f}x" for v in secs[1:])
+                         + "  " + " ".join(f"{flops(kind, B, T, i, H) / flops(kind, B, T, base, H):7.2f}x"
+                                           for i in input_sizes[1:]))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

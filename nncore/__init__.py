@@ -8,7 +8,7 @@ from ._utils import DTYPES
 from .activations import ACTIVATIONS, get_activation
 from .layers import Activation, Dense, Layer, Module
 from .losses import LOSSES, get_loss, mae, mse
-from .models import MODELS, MLPForecaster, RecurrentForecaster, build_model
+from .models import MODELS, LinearForecaster, MLPForecaster, RecurrentForecaster, build_model
 from .network import Sequential, mlp
 from .optim import OPTIMIZERS, SGD, Adam, clip_grad_norm
 from .recurrent import BACKENDS, GRU, LSTM, RNN
@@ -17,7 +17,7 @@ from .torch_io import load_torch_state_dict, to_torch_state_dict
 
 __all__ = [
     "ACTIVATIONS", "BACKENDS", "DTYPES", "LOSSES", "MODELS", "OPTIMIZERS",
-    "Activation", "Adam", "Dense", "GRU", "LSTM", "Layer", "MLPForecaster", "Module", "RNN",
+    "Activation", "Adam", "Dense", "GRU", "LSTM", "Layer", "LinearForecaster", "MLPForecaster", "Module", "RNN",
     "RecurrentForecaster", "Regularization", "SGD", "Sequential",
     "build_model", "clip_grad_norm", "get_activation", "get_loss", "gradient_norm_penalty",
     "load_torch_state_dict", "mae", "mlp", "mse", "objective", "to_torch_state_dict",

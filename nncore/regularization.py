@@ -51,7 +51,8 @@ def _dense_stack(model: Module) -> list[tuple[Dense, object]]:
     return [tuple(s) for s in stack]
 
 
-def gradient_norm_penalty(model: Module, x: np.ndarray, lam: float, accumulate: bool = True) -> float:
+def gradient_norm_penalty(model: Module, x: np.ndarray, lam: float, accumulate: bool = True,
+                          future: np.ndarray | None = None) -> float:
     """λ · mean over the batch of Σ_k ‖∂ŷ_k/∂w‖² for a Dense network, and its exact gradient.
 
     For one sample and one output unit k, ∂ŷ_k/∂W_l = δ_l a_{l-1}ᵀ with δ_l = ∂ŷ_k/∂z_l, so
@@ -63,11 +64,14 @@ def gradient_norm_penalty(model: Module, x: np.ndarray, lam: float, accumulate: 
     ----------
     model : Sequential or MLPForecaster; x : model input, (B, F) or (B, T, I) for the forecaster
     lam : λ ≥ 0;  accumulate : add the gradient into ``model.grads``
+    future : the forecaster's future inputs (B, F), when it was built with ``future_size`` F > 0
 
     Returns the penalty value.
     """
     if isinstance(model, MLPForecaster):
-        x = np.asarray(x).reshape(len(x), -1)
+        x = model.flat_input(x, future)  # the MLP's own input, [flatten(x), future]
+    elif future is not None:
+        raise ValueError(f"future inputs are only read by forecasters, not by {type(model).__name__}")
     stack = _dense_stack(model)
     B = x.shape[0]
     c = lam / B
@@ -124,8 +128,9 @@ def gradient_norm_penalty(model: Module, x: np.ndarray, lam: float, accumulate: 
 class Regularization:
     """Penalties added to the loss and the gradients together; see the module docstring.
 
-    ``reg(model, x)`` adds the penalty gradients into ``model.grads`` and returns the penalty
-    value to add to the loss. ``x`` (the model input) is needed only by ``grad_penalty``.
+    ``reg(model, x, future=None)`` adds the penalty gradients into ``model.grads`` and returns the
+    penalty value to add to the loss. ``x`` (the model input, with ``future`` for a forecaster built
+    with future inputs) is needed only by ``grad_penalty``.
     """
 
     l1: float = 0.0
@@ -138,7 +143,7 @@ class Regularization:
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"regularisation strength {name} must be a finite number >= 0, got {value}")
 
-    def __call__(self, model: Module, x: np.ndarray | None = None) -> float:
+    def __call__(self, model: Module, x: np.ndarray | None = None, future: np.ndarray | None = None) -> float:
         penalty = 0.0
         if self.l1 or self.l2:
             grads = model.grads
@@ -154,23 +159,26 @@ class Regularization:
         if self.grad_penalty:
             if x is None:
                 raise ValueError("the gradient-norm penalty needs the model input x")
-            penalty += gradient_norm_penalty(model, x, self.grad_penalty)
+            penalty += gradient_norm_penalty(model, x, self.grad_penalty, future=future)
         return penalty
 
 
 def objective(model: Module, x: np.ndarray, y: np.ndarray, loss: str = "mse",
-              regularization: Regularization | None = None) -> tuple[float, float]:
+              regularization: Regularization | None = None, future: np.ndarray | None = None) -> tuple[float, float]:
     """Forward, loss, backward and regularisation for one batch; gradients are *added* to ``model.grads``.
 
-    ``model`` is a forecaster or a :class:`~nncore.network.Sequential`.
+    ``model`` is a forecaster (``future``: its future inputs (B, F) when built with ``future_size`` > 0)
+    or a :class:`~nncore.network.Sequential`.
 
     Returns ``(total, data_loss)`` where total = data_loss + penalty. Call ``model.zero_grad()``
     before it (or use the optimizer's ``zero_grad``).
     """
     if hasattr(model, "loss_and_grad"):  # forecasters (fused kernel where available)
-        data_loss, _ = model.loss_and_grad(x, y, loss)
+        data_loss, _ = model.loss_and_grad(x, y, loss, future=future)
     else:
+        if future is not None:
+            raise ValueError(f"future inputs are only read by forecasters, not by {type(model).__name__}")
         data_loss, dpred = get_loss(loss)(model.forward(x), y)
         model.backward(dpred)
-    penalty = regularization(model, x) if regularization is not None else 0.0
+    penalty = regularization(model, x, future) if regularization is not None else 0.0
     return data_loss + penalty, data_loss

@@ -30,9 +30,10 @@ if not kernels.available():
     pytest.skip(f"kernels not built ({kernels.import_error()})", allow_module_level=True)
 
 DTYPES = [np.float64, np.float32]
-# (B, T, I, H): edge sizes, a batch not divisible by any tile (37), exact tiles (16, 8)
+# (B, T, I, H): edge sizes, a batch not divisible by any tile (37), exact tiles (16, 8); input sizes
+# I = 1 (univariate), 3 and 8 (covariates as channels) in every shape list
 SHAPES = [(1, 1, 1, 1), (37, 17, 3, 5), (1, 30, 1, 24), (5, 1, 2, 3), (16, 9, 1, 7), (8, 6, 4, 13),
-          (37, 40, 1, 24)]
+          (37, 40, 1, 24), (23, 13, 8, 6)]
 
 
 def assert_close(actual, desired, dtype, name="", exact=None):
@@ -181,8 +182,12 @@ def reference_train_step(x, y, h0, W_ih, W_hh, b_ih, b_hh, W_out, b_out):
     return loss, h_T, grads
 
 
+# (B, T, I, H, O)
+RNN_TRAIN_SHAPES = [(1, 1, 1, 1, 1), (37, 25, 1, 24, 1), (10, 7, 3, 5, 4), (16, 3, 2, 8, 2), (23, 9, 8, 6, 3)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (37, 25, 1, 24, 1), (10, 7, 3, 5, 4), (16, 3, 2, 8, 2)])
+@pytest.mark.parametrize("shape", RNN_TRAIN_SHAPES)
 @pytest.mark.parametrize("with_h0", [True, False])
 def test_rnn_train_step_matches_composition(dtype, shape, with_h0):
     B, T, I, H, O = shape
@@ -329,7 +334,7 @@ def test_the_build_is_the_one_the_test_run_asked_for():
 # GRU and LSTM: same checks through one adapter (the LSTM state is the pair (h, c))
 # --------------------------------------------------------------------------------------------
 GATED = {"gru": 3, "lstm": 4}
-GATED_SHAPES = [(1, 1, 1, 1), (37, 17, 3, 5), (1, 30, 1, 24), (16, 9, 1, 7), (8, 6, 4, 13)]
+GATED_SHAPES = [(1, 1, 1, 1), (37, 17, 3, 5), (1, 30, 1, 24), (16, 9, 1, 7), (8, 6, 4, 13), (23, 13, 8, 6)]
 
 
 def gated_params(rng, kind, I, H, dtype):
@@ -435,9 +440,18 @@ def test_gated_sequential_equals_chunked(kind, dtype):
         assert_close(g1[k] + g2[k], g[k], dtype, f"d{k}")
 
 
+GATED_TRAIN_SHAPES = [(1, 1, 1, 1, 1), (37, 25, 1, 24, 1), (10, 7, 3, 5, 4), (23, 9, 8, 6, 3)]
+
+
+def test_shape_lists_cover_input_sizes_1_3_8():
+    """Every kernel-vs-reference shape list runs a univariate input and covariates as 3 and 8 channels."""
+    for shapes in (SHAPES, GATED_SHAPES, RNN_TRAIN_SHAPES, GATED_TRAIN_SHAPES):
+        assert {1, 3, 8} <= {shape[2] for shape in shapes}
+
+
 @pytest.mark.parametrize("kind", list(GATED))
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (37, 25, 1, 24, 1), (10, 7, 3, 5, 4)])
+@pytest.mark.parametrize("shape", GATED_TRAIN_SHAPES)
 @pytest.mark.parametrize("with_state", [True, False])
 def test_gated_train_step_matches_composition(kind, dtype, shape, with_state):
     B, T, I, H, O = shape

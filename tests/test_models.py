@@ -2,10 +2,24 @@
 import numpy as np
 import pytest
 
-from nncore import (GRU, LSTM, MODELS, RNN, SGD, Activation, Adam, Dense, MLPForecaster, RecurrentForecaster,
-                    Sequential, build_model, clip_grad_norm, mlp, mse, objective)
+from nncore import (GRU, LSTM, MODELS, RNN, SGD, Activation, Adam, Dense, LinearForecaster, MLPForecaster,
+                    RecurrentForecaster, Regularization, Sequential, build_model, clip_grad_norm, mlp, mse, objective)
+from nncore.recurrent import kernel_available
 
 KINDS = ["rnn", "gru", "lstm"]
+
+
+@pytest.fixture(params=["numpy", "cython"])
+def backend(request):
+    """Recurrent-model tests run on the NumPy reference and on the compiled kernel (fused step included)."""
+    return request.param
+
+
+def recurrent(kind, backend, *args, **kwargs):
+    """A RecurrentForecaster on ``backend``; skipped when that kernel is not built."""
+    if backend == "cython" and not kernel_available(kind):
+        pytest.skip(f"no compiled {kind} kernel")
+    return RecurrentForecaster(kind, *args, backend=backend, **kwargs)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -85,12 +99,22 @@ def test_every_kind_builds_from_the_same_keywords_and_reports_its_cost():
         assert model.stateful == entry.stateful
         assert model.forward(np.zeros((2, 30, 1), np.float32))[0].shape == (2, 2)
         costs[kind] = entry.multiply_adds(kind, 30, 8)
-    # per window: the recurrent kinds scale with their gates (1, 3, 4); the MLP sees the window once
+        # the same keywords with covariates: 3 input channels, 4 future inputs
+        model = entry(hidden_size=8, window=30, input_size=3, output_size=2, future_size=4, dtype=np.float32, rng=0,
+                      backend="numpy")
+        pred, _ = model.forward(np.zeros((2, 30, 3), np.float32), future=np.zeros((2, 4), np.float32))
+        assert pred.shape == (2, 2)
+        assert entry.multiply_adds(kind, 30, 8, 3, 2, 4) > entry.multiply_adds(kind, 30, 8, 3, 2) \
+            > entry.multiply_adds(kind, 30, 8, 1, 2)
+    # per window: the recurrent kinds scale with their gates (1, 3, 4); the MLP sees the window once;
+    # the linear model has no hidden layer
     assert costs["gru"] / costs["rnn"] == pytest.approx(3, rel=0.01)
     assert costs["lstm"] / costs["rnn"] == pytest.approx(4, rel=0.01)
-    assert costs["mlp"] < costs["rnn"]
-    with pytest.raises(ValueError, match="needs the window length"):
-        MODELS["mlp"](hidden_size=3)
+    assert costs["linear"] < costs["mlp"] < costs["rnn"]
+    assert costs["linear"] == 3 * 30 * 1  # 30 inputs, one output, no hidden layer
+    for kind in ("mlp", "linear"):
+        with pytest.raises(ValueError, match=f"model kind '{kind}' needs the window length"):
+            MODELS[kind](hidden_size=3)
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
@@ -102,7 +126,7 @@ def test_config_rebuilds_the_same_architecture(kind):
 
 
 def test_unknown_model_kind_lists_valid_kinds():
-    with pytest.raises(ValueError, match="valid kinds: rnn, gru, lstm, mlp"):
+    with pytest.raises(ValueError, match="valid kinds: rnn, gru, lstm, mlp, linear$"):
         build_model("transformer")
     with pytest.raises(ValueError, match="valid kinds: rnn, gru, lstm"):
         RecurrentForecaster("mlp", 3)
@@ -145,6 +169,15 @@ def _public_models(dtype, rng):
         cases.append((f"RecurrentForecaster({kind})", m, lambda x, m=m: m.forward(x)[0], m.backward, seq_x, y))
     m = MLPForecaster(5, [4, 3], input_size=2, dtype=dtype, rng=rng)
     cases.append(("MLPForecaster", m, lambda x, m=m: m.forward(x)[0], m.backward, seq_x, y))
+    m = LinearForecaster(5, input_size=2, dtype=dtype, rng=rng)
+    cases.append(("LinearForecaster", m, lambda x, m=m: m.forward(x)[0], m.backward, seq_x, y))
+    # with known-in-advance inputs: the future enters every forward pass
+    future = rng.normal(size=(6, 4)).astype(dtype)
+    for m in (RecurrentForecaster("gru", 3, input_size=2, future_size=4, dtype=dtype, rng=rng),
+              MLPForecaster(5, 4, input_size=2, future_size=4, dtype=dtype, rng=rng),
+              LinearForecaster(5, input_size=2, future_size=4, dtype=dtype, rng=rng)):
+        cases.append((f"{type(m).__name__}(future)", m, lambda x, m=m: m.forward(x, future=future)[0], m.backward,
+                      seq_x, y))
     return cases
 
 
@@ -220,27 +253,205 @@ def test_same_seed_gives_identical_weights_after_training(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_loss_and_grad_fused_kernel_equals_forward_backward(kind, dtype):
-    """On the compiled backend loss_and_grad runs the fused kernel; it must match the layer-by-layer path."""
-    from nncore.recurrent import kernel_available
+@pytest.mark.parametrize("input_size, future_size", [(1, 0), (3, 6)], ids=["univariate", "covariates+future"])
+def test_loss_and_grad_fused_kernel_equals_forward_backward(kind, dtype, input_size, future_size):
+    """On the compiled backend loss_and_grad runs the fused kernel; it must match the layer-by-layer path.
 
+    With future inputs the kernel's head sees W_h and the target y − future W_fᵀ; the loss, every
+    gradient (dW_f included) and the state must still be those of the plain path. Two steps, the
+    second from the carried state, so the gradients are checked accumulated (``+=``) as well.
+    """
     if not kernel_available(kind):
         pytest.skip(f"no compiled {kind} kernel")
     rng = np.random.default_rng(6)
-    x = rng.normal(size=(37, 25, 1)).astype(dtype)
-    y = rng.normal(size=(37, 2)).astype(dtype)
-    ref = RecurrentForecaster(kind, 7, output_size=2, dtype=dtype, rng=2, backend="numpy")
-    fast = RecurrentForecaster(kind, 7, output_size=2, dtype=dtype, rng=2, backend="cython")
+    x = rng.normal(size=(2, 37, 25, input_size)).astype(dtype)
+    y = rng.normal(size=(2, 37, 2)).astype(dtype)
+    future = rng.normal(size=(2, 37, future_size)).astype(dtype) if future_size else [None, None]
+    sizes = dict(input_size=input_size, output_size=2, future_size=future_size, dtype=dtype, rng=2)
+    ref = RecurrentForecaster(kind, 7, backend="numpy", **sizes)
+    fast = RecurrentForecaster(kind, 7, backend="cython", **sizes)
     assert fast.rnn.fused_train_step is not None and ref.rnn.fused_train_step is None
-    loss_ref, state_ref = ref.loss_and_grad(x, y)
-    loss_fast, state_fast = fast.loss_and_grad(x, y)
+    state_ref = state_fast = None
+    for step in range(2):
+        loss_ref, state_ref = ref.loss_and_grad(x[step], y[step], state=state_ref, future=future[step])
+        loss_fast, state_fast = fast.loss_and_grad(x[step], y[step], state=state_fast, future=future[step])
     tol = dict(rtol=0, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-6)
     assert loss_fast == pytest.approx(loss_ref, rel=1e-12 if dtype == np.float64 else 1e-5)
     assert len(state_fast) == len(state_ref) == (2 if kind == "lstm" else 1)
     for a, b in zip(state_fast, state_ref):
         np.testing.assert_allclose(a, b, **tol)
+    assert fast.head.grads["W"].shape == (2, 7 + future_size)
     for key in ref.grads:
         scale = float(np.abs(ref.grads[key]).max())
         np.testing.assert_allclose(fast.grads[key], ref.grads[key], rtol=tol["rtol"],
                                    atol=max(tol["atol"], 1e-5 * scale) if dtype == np.float32 else tol["atol"],
                                    err_msg=key)
+
+
+# ----------------------------------------------------------------------------------------------
+# Covariates: input_size > 1 and known-in-advance inputs for the horizon (future_size > 0).
+# ----------------------------------------------------------------------------------------------
+def _covariate_batch(rng, B=4, T=5, I=3, F=4, O=2):
+    """x (B, T, I), future (B, F), y (B, O), float64."""
+    return rng.normal(size=(B, T, I)), rng.normal(size=(B, F)), rng.normal(size=(B, O))
+
+
+def _check_model_gradients(model, x, future, y, check_grad, name):
+    """Finite differences of the MSE against ``backward`` (dx, every parameter) and against
+    ``loss_and_grad`` (the fused kernel on the compiled backend)."""
+    f = lambda: mse(model.forward(x, future=future)[0], y)[0]  # noqa: E731
+    model.zero_grad()
+    pred, _ = model.forward(x, future=future)
+    dx = model.backward(mse(pred, y)[1])
+    assert dx.shape == x.shape
+    check_grad(f, x, dx, f"{name} dx")
+    for key, p in model.params.items():
+        check_grad(f, p, model.grads[key], f"{name} d{key}")
+    model.zero_grad()
+    loss, _ = model.loss_and_grad(x, y, future=future)
+    assert loss == pytest.approx(f(), rel=1e-12)
+    for key, p in model.params.items():
+        check_grad(f, p, model.grads[key], f"{name} loss_and_grad d{key}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("future_size", [0, 4])
+def test_forecaster_with_covariates_gradients_match_finite_differences(kind, future_size, backend, check_grad):
+    rng = np.random.default_rng(10)
+    model = recurrent(kind, backend, 4, input_size=3, output_size=2, future_size=future_size, rng=rng)
+    x, future, y = _covariate_batch(rng, F=future_size)
+    future = future if future_size else None
+    assert model.params["head.W"].shape == (2, 4 + future_size)
+    _check_model_gradients(model, x, future, y, check_grad, f"{kind} I=3 F={future_size} ({backend})")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forecaster_head_reads_the_last_state_and_the_future(kind, backend):
+    """ŷ = h_T W_hᵀ + future W_fᵀ + b with head.W = [W_h | W_f]: the equation written out."""
+    rng = np.random.default_rng(11)
+    model = recurrent(kind, backend, 5, input_size=3, output_size=2, future_size=6, rng=rng)
+    x, future, _ = _covariate_batch(rng, F=6)
+    pred, state = model.forward(x, future=future)
+    W, b = model.params["head.W"], model.params["head.b"]
+    np.testing.assert_allclose(pred, state[0] @ W[:, :5].T + future @ W[:, 5:].T + b, rtol=1e-13)
+    pred_other, state_other = model.forward(x, future=future + 1.0)
+    np.testing.assert_array_equal(state_other[0], state[0])  # the future is not an input of the recurrent layer
+    np.testing.assert_allclose(pred_other - pred, np.broadcast_to(W[:, 5:].sum(axis=1), pred.shape), rtol=1e-12)
+
+
+@pytest.mark.parametrize("future_size", [0, 4])
+def test_mlp_forecaster_with_covariates_gradients_match_finite_differences(future_size, check_grad):
+    rng = np.random.default_rng(12)
+    model = MLPForecaster(window=5, hidden_size=[6, 3], input_size=3, output_size=2, future_size=future_size, rng=rng)
+    x, future, y = _covariate_batch(rng, F=future_size)
+    future = future if future_size else None
+    assert model.params["mlp.0.W"].shape == (6, 5 * 3 + future_size)
+    _check_model_gradients(model, x, future, y, check_grad, f"mlp I=3 F={future_size}")
+    if future_size:  # the MLP's input is [flatten(x), future]
+        z = np.concatenate([x.reshape(4, -1), future], axis=1)
+        np.testing.assert_array_equal(model.forward(x, future=future)[0], model.mlp.forward(z))
+
+
+@pytest.mark.parametrize("input_size, future_size", [(1, 0), (3, 0), (3, 4)])
+def test_linear_forecaster_gradients_match_finite_differences(input_size, future_size, check_grad):
+    rng = np.random.default_rng(13)
+    model = LinearForecaster(5, input_size=input_size, output_size=2, future_size=future_size, rng=rng)
+    x, future, y = _covariate_batch(rng, I=input_size, F=future_size)
+    future = future if future_size else None
+    _check_model_gradients(model, x, future, y, check_grad, f"linear I={input_size} F={future_size}")
+    # ŷ = [flatten(x), future] Wᵀ + b, the weights of flatten(x) in x's own (t, i) order
+    W, b = model.params["dense.W"], model.params["dense.b"]
+    expected = np.einsum("bti,oti->bo", x, W[:, :5 * input_size].reshape(2, 5, input_size)) + b
+    if future_size:
+        expected += future @ W[:, 5 * input_size:].T
+    np.testing.assert_allclose(model.forward(x, future=future)[0], expected, rtol=1e-12)
+
+
+def test_linear_forecaster_kind_state_and_saturation():
+    model = build_model("linear", hidden_size=99, window=6, input_size=2, output_size=3, rng=0)
+    assert isinstance(model, LinearForecaster) and model.kind == "linear"
+    assert not model.stateful and not MODELS["linear"].stateful
+    pred, state = model.forward(np.ones((4, 6, 2)))
+    assert pred.shape == (4, 3) and state == ()
+    assert np.isnan(model.saturation(state))
+    assert sorted(model.params) == ["dense.W", "dense.b"] and model.num_params() == 3 * 12 + 3
+    # hidden_size is accepted like every kind's, and ignored
+    assert model.state_dict().keys() == build_model("linear", hidden_size=2, window=6, input_size=2, output_size=3,
+                                                    rng=0).state_dict().keys()
+    assert "hidden_size" not in model.config
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_future_inputs_are_checked(kind):
+    """Missing, unexpected, mis-shaped or mis-typed ``future`` is a ValueError naming the expected
+    shape, from forward and from loss_and_grad (the fused kernel path on the default backend)."""
+    rng = np.random.default_rng(14)
+    model = build_model(kind, hidden_size=3, window=5, input_size=2, output_size=2, future_size=4, rng=0)
+    plain = build_model(kind, hidden_size=3, window=5, input_size=2, output_size=2, rng=0)
+    x, future, y = _covariate_batch(rng, T=5, I=2, F=4)
+    cases = [
+        (model, None, r"built with future_size=4: pass future=\.\.\. of shape \(B, 4\)"),
+        (model, future[:, :3], r"future \(B, 4\) must have last dimension 4, got shape \(4, 3\)"),
+        (model, future[:3], r"future \(B, 4\) has shape \(3, 4\), expected \(4, 4\)"),
+        (model, future[:, :, None], r"future \(B, 4\) must have 2 dimensions"),
+        (model, future.astype(np.float32), r"future \(B, 4\) has dtype float32, expected float64"),
+        (model, future.ravel(), r"must have 2 dimensions, got shape \(16,\)"),
+        (plain, future, r"built with future_size=0 and takes no future inputs, got future of shape \(4, 4\)"),
+    ]
+    for m, fut, match in cases:
+        with pytest.raises(ValueError, match=match):
+            m.forward(x, future=fut)
+        with pytest.raises(ValueError, match=match):
+            m.loss_and_grad(x, y, future=fut)
+        assert not any(g.any() for g in m.grads.values())  # nothing accumulated before the error
+    model.loss_and_grad(x, y, future=future.astype(np.int64))  # integers convert, like x
+    with pytest.raises(ValueError, match="future_size must be an integer >= 0"):
+        build_model(kind, hidden_size=3, window=5, future_size=-1)
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_config_with_future_inputs_round_trips(kind):
+    rng = np.random.default_rng(15)
+    model = build_model(kind, hidden_size=5, window=8, input_size=3, output_size=2, future_size=6, rng=0)
+    assert model.config["future_size"] == 6 and model.config["input_size"] == 3
+    clone = build_model(rng=0, **model.config)
+    assert clone.config == model.config
+    assert {k: v.shape for k, v in clone.params.items()} == {k: v.shape for k, v in model.params.items()}
+    x, future, _ = _covariate_batch(rng, T=8, I=3, F=6)
+    np.testing.assert_array_equal(clone.forward(x, future=future)[0], model.forward(x, future=future)[0])
+    # without future inputs the config is what it was before future_size existed
+    plain = build_model(kind, hidden_size=5, window=8, input_size=3, output_size=2, future_size=0, rng=0)
+    assert "future_size" not in plain.config
+    assert build_model(rng=1, **plain.config).config == plain.config
+
+
+def test_configs_saved_before_future_inputs_still_build():
+    saved = {"rnn": {"kind": "rnn", "hidden_size": 24, "input_size": 1, "output_size": 1, "dtype": "float64"},
+             "mlp": {"kind": "mlp", "window": 30, "hidden_size": 24, "input_size": 1, "output_size": 1,
+                     "activation": "tanh", "dtype": "float64"}}
+    for config in saved.values():
+        model = build_model(rng=0, **config)
+        assert model.config == config and model.future_size == 0
+
+
+def test_gradient_norm_penalty_with_future_inputs_on_the_mlp_forecaster(check_grad):
+    """objective(..., future=) carries the future into the loss and into the penalty's input."""
+    rng = np.random.default_rng(16)
+    model = MLPForecaster(window=5, hidden_size=4, input_size=2, future_size=3, rng=rng)
+    x, future, y = _covariate_batch(rng, B=3, T=5, I=2, F=3, O=1)
+    reg = Regularization(l2=0.02, grad_penalty=0.5)
+    model.zero_grad()
+    objective(model, x, y, "mse", reg, future=future)
+    grads = {k: g.copy() for k, g in model.grads.items()}
+
+    def total():
+        saved = {k: g.copy() for k, g in model.grads.items()}
+        value = objective(model, x, y, "mse", reg, future=future)[0]
+        for k, g in model.grads.items():
+            g[...] = saved[k]
+        return value
+
+    for key, p in model.params.items():
+        check_grad(total, p, grads[key], f"objective+penalties with future d{key}")
+    with pytest.raises(ValueError, match="pass future="):
+        reg(model, x)

@@ -243,11 +243,13 @@ def test_backend_is_visible_and_selectable(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_backends_agree_on_a_forecaster_sized_batch(kind):
-    """The default backend and the NumPy reference give the same outputs and gradients in float64."""
+@pytest.mark.parametrize("input_size", [1, 3, 8])
+def test_backends_agree_on_a_forecaster_sized_batch(kind, input_size):
+    """The default backend and the NumPy reference give the same outputs and gradients in float64,
+    for a univariate series (I = 1) and with covariates as input channels (I = 3, 8)."""
     rng = np.random.default_rng(8)
-    x = rng.normal(size=(37, 30, 1))
-    ref, fast = KINDS[kind](1, 24, rng=1, backend="numpy"), KINDS[kind](1, 24, rng=1)
+    x = rng.normal(size=(37, 30, input_size))
+    ref, fast = KINDS[kind](input_size, 24, rng=1, backend="numpy"), KINDS[kind](input_size, 24, rng=1)
     dh = rng.normal(size=(37, 24))
     outs = []
     for layer in (ref, fast):

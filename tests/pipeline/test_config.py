@@ -104,7 +104,7 @@ def test_help_lists_every_parameter_grouped_by_spec():
         assert "--" + name.replace("_", "-") in out.stdout
     for section, spec in SPECS.items():
         assert f"{section} ({spec.__name__}" in out.stdout
-    assert "{rnn,gru,lstm,mlp}" in out.stdout  # the model registry's kinds are the choices
+    assert "{rnn,gru,lstm,mlp,linear}" in out.stdout  # the model registry's kinds are the choices
 
 
 def test_cli_rejects_bad_parameters_before_any_work(capsys):
