@@ -56,7 +56,7 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
         done = tracking.find_version(cfg.tracking.model_name, run_key)
         if done is not None and not cfg.tracking.resume:  # a rerun of a night: same data, same parameters
             return report_unchanged(series, cfg.windows.horizon, cfg.tracking.model_name, done, run.id)
-        windows = make_windows(series, cfg.data.n_values, cfg.data.season, cfg.windows, cfg.model.dtype)
+        windows = make_windows(series, cfg.data, cfg.windows, cfg.model.dtype)
         if cfg.model.per_series:   # one network per series: mapped tasks, on the flow's task runner
             results = train_series.map([windows.only(s) for s in range(windows.n_series)],
                                        [str(i) for i in windows.ids], unmapped(cfg.model), unmapped(cfg.training))
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"done: test MAE {summary.test_mae:.3f} vs naive {summary.naive_test_mae:.3f}; "
           f"model v{summary.version} is {summary.status}; MLflow run {summary.run_id}")
+    if summary.forecast.note:
+        print(f"no forecast: {summary.forecast.note}")
+        return 0
     ids = list(dict.fromkeys(summary.forecast.unique_id))
     for d, v in summary.forecast.rows()[:summary.forecast.step.max()]:
         print(f"forecast {d}: {v:.2f}{f'  ({ids[0]})' if len(ids) > 1 else ''}")

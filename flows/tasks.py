@@ -21,9 +21,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import MissingContextError
 
-from flows.core import ingest, report, statistical, windowing
+from flows.core import covariates, ingest, report, statistical, windowing
 from flows.core.calendar import compact_times, next_dates
 from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
+from flows.core.covariates import MissingFuture
 from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next
 from flows.core.panel import Panel
 from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster
@@ -36,6 +37,25 @@ from flows.runtime.tracking import Promotion, Run
 log = logging.getLogger("nnforecast")
 
 IO_RETRY_DELAYS = [float(s) for s in os.environ.get("NNFORECAST_IO_RETRY_DELAYS", "10,60,300").split(",") if s.strip()]
+
+
+def test_history(windows: Windows, series: int) -> pd.DataFrame:
+    """A model with covariates: the history of the last test window of the first ``series`` series with its
+    covariates, and the ``horizon`` rows after it (y empty, the known-in-advance covariates filled), as the served
+    model takes them; its forecast is that window's test forecast."""
+    W, h, cov, test = windows.window, windows.horizon, windows.covariates, windows.test
+    P, K = len(cov.past_names), len(cov.known_names)
+    columns = cov.all()[:, :P + K]
+    frames = []
+    for s in range(min(series, windows.n_series)):
+        origin = int(test.index[np.flatnonzero(test.series == s)[-1]])
+        hist, ahead = np.arange(origin - W, origin), np.arange(origin, origin + h)
+        block = np.concatenate([columns[hist], columns[ahead]])
+        block[W:, :P] = np.nan                       # observed covariates are not known ahead
+        frame = pd.DataFrame({"unique_id": str(windows.ids[s]), "ds": windows.dates[np.r_[hist, ahead]],
+                              "y": np.r_[windows.values[hist], np.full(h, np.nan)]})
+        frames.append(frame.assign(**{c: block[:, k] for k, c in enumerate((*cov.past_names, *cov.known_names))}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def recent_history(windows: Windows, series: int) -> pd.DataFrame:
@@ -99,13 +119,18 @@ def load_series(spec: DataSpec, positive: bool, run_id: str) -> Panel:
 
 
 @task
-def make_windows(series: Panel, n_values: int | None, season: int | None, spec: WindowSpec, dtype: str) -> Windows:
-    """Cut every series into scaled windows and chronological train/validation/test parts (one global model)."""
-    used = series.tail(n_values)
-    windows = windowing.window_panel(used.values, used.offsets, spec, np.dtype(dtype), used.times, used.freq, season,
-                                     used.ids)
+def make_windows(series: Panel, data: DataSpec, spec: WindowSpec, dtype: str) -> Windows:
+    """Cut every series into scaled windows and chronological train/validation/test parts, with the covariates
+    the run names (``data``: ``--n-values``, ``--season``, the covariates and calendar features)."""
+    used = series.tail(data.n_values)
+    covs = covariates.of_panel(used, data.past_covariates, data.future_covariates, data.calendar)
+    windows = windowing.window_panel(used.values, used.offsets, spec, np.dtype(dtype), used.times, used.freq,
+                                     data.season, used.ids, covs)
     say(f"windows: {len(windows.train)} train / {len(windows.val)} validation / {len(windows.test)} test"
         f"{f' from {windows.n_series} series' if series.n_series > 1 else ''}"
+        + (f"; inputs: the value and {covs.channels} covariate channel(s): observed "
+           f"{', '.join(covs.past_names) or 'none'}, known in advance {', '.join(covs.future_names) or 'none'}"
+           if covs else "")
         + (f"; {len(windows.skipped)} series too short, left out: {list(windows.skipped)[:10]}" if windows.skipped
            else ""))
     return windows
@@ -184,7 +209,11 @@ def evaluate_model(result: TrainResult, windows: Windows,
     """Test metrics (stateless and carried state) against the naive, seasonal naive, drift and statistical
     baselines, and the next forecast."""
     evaluation = evaluate(result.model, windows, statistical.parse(stat_baselines))
-    forecast = forecast_next(result.model, windows)
+    try:
+        forecast = forecast_next(result.model, windows)
+    except MissingFuture as e:   # evaluated, registered; the next values wait for the known covariates
+        forecast = Forecast.none(str(e))
+        say(f"no forecast: {e}")
     name, best = evaluation.strongest_baseline()
     say(f"test MAE {evaluation.model.mae:.3f} (carried {evaluation.carried.mae:.3f}) vs naive "
         f"{evaluation.naive.mae:.3f}, seasonal naive ({evaluation.season}) {evaluation.snaive.mae:.3f}: MASE "
@@ -219,7 +248,10 @@ def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluati
         model_dir = save_forecaster(result.model, windows, Path(tmp) / "model",
                                     {"data_sha256": series.sha256, "weights_sha256": result.weights_sha256})
         forecaster = load_forecaster(model_dir)
-        if windows.n_series == 1:  # a window of values in, the next values out
+        if windows.covariates is not None:   # history with its covariates and the known ones ahead
+            example = test_history(windows, series=2)
+            prediction = forecast_frame(forecaster, example)
+        elif windows.n_series == 1:  # a window of values in, the next values out
             example = windows.values[-windows.window:][None, :]
             prediction = forecaster.predict(example)
         else:  # a panel: recent history in long format in, the forecasts table out

@@ -31,11 +31,11 @@ class Ensemble:
     def __len__(self) -> int:
         return len(self.models)
 
-    def forward(self, X: np.ndarray, state=None):
+    def forward(self, X: np.ndarray, state=None, future: np.ndarray | None = None):
         states = state if state is not None else (None,) * len(self.models)
         outs, new = [], []
         for m, s in zip(self.models, states):
-            out, s = m.forward(X, s)
+            out, s = m.forward(X, s, future=future)
             outs.append(np.asarray(out, np.float64))
             new.append(s)
         return np.mean(outs, axis=0), tuple(new)
@@ -70,16 +70,20 @@ class LocalModels:
     def of(self, series: int):
         return self.models[series]
 
-    def predict(self, X: np.ndarray, series: np.ndarray, batch: int = 8192) -> np.ndarray:
-        """Stateless forecasts (scaled units) of windows ``X``, each by its own series' network."""
+    def predict(self, X: np.ndarray, series: np.ndarray, batch: int = 8192,
+                future: np.ndarray | None = None) -> np.ndarray:
+        """Stateless forecasts (scaled units) of windows ``X`` (and their ``future`` inputs), each by its own
+        series' network."""
         if series is None:
             raise ValueError("per-series networks: say which series each window is of")
         series = np.asarray(series)
         out = np.empty((len(X), self.config["output_size"]))
         for s in np.unique(series):
             rows = np.flatnonzero(series == s)
-            out[rows] = np.concatenate([self.models[s].forward(X[rows[lo:lo + batch]])[0]
-                                        for lo in range(0, len(rows), batch)])
+            out[rows] = np.concatenate([
+                self.models[s].forward(X[rows[lo:lo + batch]],
+                                       future=None if future is None else future[rows[lo:lo + batch]])[0]
+                for lo in range(0, len(rows), batch)])
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:

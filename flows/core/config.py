@@ -32,7 +32,7 @@ from typing import Any, Callable
 from nncore import BACKENDS, DTYPES, LOSSES, MODELS, OPTIMIZERS
 
 from .calendar import FrequencyError, parse_freq
-from . import statistical
+from . import covariates, statistical
 from .panel import FILLS
 from .sources import redact
 from .transforms import TRANSFORMS
@@ -155,6 +155,15 @@ class DataSpec(_Spec):
     season: int | None = param(None, "season length in periods, for the seasonal naive baseline (default from the "
                                      "frequency: 5 business days, 7 days, 52 weeks, 12 months, 4 quarters, 24 hours, "
                                      "48 half-hours, …)", is_count, optional=True, training=False)
+    past_covariates: str | None = param(None, "observed covariates: columns known only up to the forecast origin "
+                                              "(comma list), extra input channels of the window", is_name,
+                                        optional=True, keyed_when_set=True)
+    future_covariates: str | None = param(None, "known-in-advance covariates: columns known over the horizon too "
+                                                "(comma list), input channels and the model's inputs for the "
+                                                "target steps", is_name, optional=True, keyed_when_set=True)
+    calendar: str | None = param(None, "calendar features of the timestamps, known in advance (comma list of "
+                                       "hour, dayofweek, month, dayofyear, weekend; sine/cosine pairs)",
+                                 covariates.check_calendar, optional=True, keyed_when_set=True)
     stat_baselines: str = param("auto", "statistical baselines fitted on each series' history before its test "
                                         "period: auto (AutoETS when statsforecast is installed) | none | a comma "
                                         "list of ets, arima, theta", statistical.check, training=False)
@@ -167,6 +176,8 @@ class WindowSpec(_Spec):
     window: int = param(60, "input window length (values)", is_count)
     horizon: int = param(1, "values forecast per window (direct multi-step)", is_count)
     test_size: int = param(300, "number of test windows (the last ones)", is_count)
+    test_stride: int = param(1, "steps between test windows, counting back from the last (48 with half-hours: one "
+                                "day-ahead forecast a day)", is_count, keyed_when_set=True)
     train_size: int | None = param(None, "number of training windows; the rest before the test part is validation "
                                          "(0: use --val-fraction)", is_count, optional=True)
     val_fraction: float = param(0.2, "validation share of the non-test windows when --train-size is not given",
@@ -320,6 +331,10 @@ class RunConfig:
             sections[PARAMETERS[k][0]][k] = v
         cfg = cls(**{section: SPECS[section](**kw) for section, kw in sections.items()}, preset=preset,
                   given=frozenset(overrides))
+        both = set(covariates.names(cfg.data.past_covariates)) & set(covariates.names(cfg.data.future_covariates))
+        if both:
+            _fail("future_covariates", cfg.data.future_covariates, f"{', '.join(sorted(both))} also named in "
+                  "--past-covariates: a covariate is either observed (past) or known in advance (future)")
         if (cfg.model.per_series or cfg.training.ensemble > 1) and cfg.tracking.resume:
             _fail("resume", cfg.tracking.resume, "per-series networks and ensembles are not checkpointed: rerun "
                                                  "without --resume")

@@ -120,6 +120,13 @@ class Forecast:
     ds: np.ndarray          # (S·h,) datetime64 (or positions)
     step: np.ndarray        # (S·h,) 1 … h
     yhat: np.ndarray        # (S·h,) original units
+    note: str = ""          # why there is no forecast (an empty table), e.g. known covariates missing
+
+    @classmethod
+    def none(cls, note: str) -> "Forecast":
+        """No next values, and why."""
+        empty = np.array([], dtype=object)
+        return cls(empty, np.array([], dtype="datetime64[s]"), np.array([], dtype=np.int64), np.array([]), note)
 
     @classmethod
     def of_one(cls, dates: np.ndarray, values: np.ndarray, unique_id: str = "y") -> "Forecast":
@@ -195,23 +202,34 @@ def drift_forecast(split: Split, values: np.ndarray, horizon: int, starts: np.nd
     return split.last[:, None] + slope[:, None] * steps
 
 
-def predict(model, X: np.ndarray, batch: int = 8192, series: np.ndarray | None = None) -> np.ndarray:
+def predict(model, X: np.ndarray, batch: int = 8192, series: np.ndarray | None = None,
+            future: np.ndarray | None = None) -> np.ndarray:
     """Stateless predictions (h0 = 0 for every window), scaled target units (``series``: each window's series,
-    which per-series models need)."""
+    which per-series models need; ``future``: the windows' known-in-advance inputs)."""
     if isinstance(model, LocalModels):
-        return model.predict(X, series, batch)
-    return np.concatenate([model.forward(X[lo:lo + batch])[0] for lo in range(0, len(X), batch)])
+        return model.predict(X, series, batch, future)
+    return np.concatenate([forward(model, X[lo:lo + batch], None, None if future is None else future[lo:lo + batch])[0]
+                           for lo in range(0, len(X), batch)])
 
 
-def predict_carried(model, X: np.ndarray, warmup: np.ndarray | None = None) -> np.ndarray:
+def forward(model, X: np.ndarray, state=None, future: np.ndarray | None = None):
+    """``model.forward``, with the known-in-advance inputs when there are any."""
+    return model.forward(X, state) if future is None else model.forward(X, state, future=future)
+
+
+def predict_carried(model, X: np.ndarray, warmup: np.ndarray | None = None, future: np.ndarray | None = None,
+                    warmup_future: np.ndarray | None = None) -> np.ndarray:
     """Predict window by window, each starting from the previous window's last state (one series)."""
+    def at(f, i):
+        return None if f is None else f[i:i + 1]
+
     state = None
     if warmup is not None:
         for i in range(len(warmup)):
-            _, state = model.forward(warmup[i:i + 1], state)
+            _, state = forward(model, warmup[i:i + 1], state, at(warmup_future, i))
     out = []
     for i in range(len(X)):
-        pred, state = model.forward(X[i:i + 1], state)
+        pred, state = forward(model, X[i:i + 1], state, at(future, i))
         out.append(pred)
     return np.concatenate(out)
 
@@ -223,7 +241,9 @@ def predict_carried_panel(model, test: Split, val: Split) -> np.ndarray:
     for s in np.unique(test.series):
         rows = test.series == s
         one = model.of(s) if isinstance(model, LocalModels) else model
-        out[rows] = predict_carried(one, test.X[rows], val.X[val.series == s])
+        vrows = val.series == s
+        out[rows] = predict_carried(one, test.X[rows], val.X[vrows], None if test.future is None else test.future[rows],
+                                    None if val.future is None else val.future[vrows])
     return out
 
 
@@ -236,7 +256,8 @@ def evaluate(model, windows: Windows, stat_baselines: tuple[str, ...] = ()) -> E
     np.minimum.at(origin, test.series, test.index)             # each series' first test target
     scale = np.array([np.mean(np.abs(np.diff(windows.values[a:b]))) for a, b in zip(windows.starts, origin)])
     starts = windows.starts[test.series]
-    stateless = windows.to_levels(predict(model, test.X, series=test.series), test.last, test.series)
+    stateless = windows.to_levels(predict(model, test.X, series=test.series, future=test.future), test.last,
+                                  test.series)
     carried = (windows.to_levels(predict_carried_panel(model, test, windows.val), test.last, test.series)
                if model.stateful else stateless)
     forecasts = {"model": stateless, "carried": carried, "naive": naive_forecast(test, h),
@@ -265,11 +286,21 @@ def per_series(test: Split, forecasts: dict[str, np.ndarray], scale: np.ndarray,
 
 
 def forecast_next(model, windows: Windows) -> Forecast:
-    """Forecast the ``horizon`` values after the end of every series from its last window (stateless)."""
+    """Forecast the ``horizon`` values after the end of every series from its last window (stateless); with
+    covariates, from theirs too, and the known-in-advance ones of the next periods (:class:`MissingFuture` when
+    the data does not have them)."""
     S, W, h = windows.n_series, windows.window, windows.horizon
     series = np.arange(S)
-    raw = windows.values[windows.ends[:, None] - W + np.arange(W)]                 # (S, W)
-    pred = predict(model, windows.encode(raw, model.dtype, series), series=series)
+    steps = windows.ends[:, None] - W + np.arange(W)                               # (S, W) the last windows
+    raw = windows.values[steps]
+    dates = [next_dates(windows.dates[e - 1], h, windows.freq) for e in windows.ends]
+    X, future, cov = windows.encode(raw, model.dtype, series), None, windows.covariates
+    if cov is not None:
+        X = np.concatenate([X, windows.cov_scaler.scale(cov.all()[steps], series).astype(model.dtype)], axis=2)
+        if cov.n_future:
+            C, F = cov.channels, cov.n_future
+            block = np.stack([cov.next_future(s, dates[s], windows.ids[s]) for s in series])   # (S, h, F)
+            future = windows.cov_scaler.scale(block, series, slice(C - F, C)).reshape(S, h * F).astype(model.dtype)
+    pred = predict(model, X, series=series, future=future)
     yhat = windows.to_levels(pred, raw[:, -1], series)                              # (S, h)
-    ds = np.concatenate([next_dates(windows.dates[e - 1], h, windows.freq) for e in windows.ends])
-    return Forecast(np.repeat(windows.ids, h), ds, np.tile(np.arange(1, h + 1), S), yhat.ravel())
+    return Forecast(np.repeat(windows.ids, h), np.concatenate(dates), np.tile(np.arange(1, h + 1), S), yhat.ravel())

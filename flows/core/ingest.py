@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import calendar, sources
+from . import calendar, covariates, sources
 from .config import DataSpec
-from .panel import FILLS, Panel
+from .panel import FILLS, FutureRows, Panel
 from .sources import DataError, expand_env, looks_like_html, redact
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -205,22 +205,28 @@ def _missing_columns(label: str, header: list[str], wanted: list[str], flags: di
 # The panel
 # ----------------------------------------------------------------------------------------------
 def build_panel(table: Table, label: str, date_column: str, value_columns: list[str], id_columns: list[str],
-                freq: str | None = None, max_gap: int | None = None, fill: str = "none",
-                positive: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, int]:
-    """Validate ``table`` and arrange it as a panel: (ids, offsets, times, values, freq, values filled)."""
+                freq: str | None = None, max_gap: int | None = None, fill: str = "none", positive: bool = False,
+                covariate_flags: dict[str, str] | None = None) -> tuple:
+    """Validate ``table`` and arrange it as a panel: (ids, offsets, times, values, freq, values filled, covariates
+    (N, C) or None). ``covariate_flags``: covariate column -> the flag that named it (for messages)."""
     header = list(table.columns)
+    covariate_flags = covariate_flags or {}
+    cov_columns = list(covariate_flags)
     if value_columns == ["*"]:
-        value_columns = [h for h in header if h != date_column and h not in id_columns]
+        value_columns = [h for h in header if h != date_column and h not in id_columns and h not in covariate_flags]
     flags = {date_column: "--date-column", **{c: "--value-column" for c in value_columns},
-             **{c: "--id-column" for c in id_columns}}
-    _missing_columns(label, header, [date_column, *value_columns, *id_columns], flags)
+             **{c: "--id-column" for c in id_columns}, **covariate_flags}
+    _missing_columns(label, header, [date_column, *value_columns, *id_columns, *cov_columns], flags)
+    if cov_columns and len(value_columns) > 1:
+        raise DataError(f"{label}: covariates ({', '.join(cov_columns)}) need one value column: a single series or "
+                        f"the long format (--id-column), not a wide file of {len(value_columns)} series")
     problems = _Problems(label, table)
     times = _times(table.columns[date_column], date_column, problems)
     rows = np.arange(len(times))
+    after = None
     if len(value_columns) == 1:  # one value column: a single series, or long format with id columns
         values, empty, raw = _numbers(table.columns[value_columns[0]], value_columns[0], problems)
         raws = [raw]
-        problems.add(empty, lambda i: f"missing value in column {value_columns[0]!r}")
         if id_columns:
             key = _text(table.columns[id_columns[0]])
             for c in id_columns[1:]:
@@ -229,7 +235,30 @@ def build_panel(table: Table, label: str, date_column: str, value_columns: list[
             ids = np.asarray(ids, dtype=object)
         else:
             codes, ids = np.zeros(len(times), dtype=np.int64), np.array([value_columns[0]], dtype=object)
+        ahead = [c for c in cov_columns if covariate_flags[c] == "--future-covariates"]
+        trailing = np.zeros(len(times), dtype=bool)
+        if ahead:   # rows after a series' last value: the known-in-advance covariates of the periods to forecast
+            last_full = np.full(len(ids), -1)
+            np.maximum.at(last_full, codes[~empty], rows[~empty])
+            trailing = empty & (rows > last_full[codes])
+        problems.add(empty & ~trailing, lambda i: f"missing value in column {value_columns[0]!r}")
+        covs = []
+        for c in cov_columns:   # every covariate validated like the target: numbers, finite, present
+            cv, cempty, _ = _numbers(table.columns[c], c, problems)
+            needed = cempty if c in ahead else cempty & ~trailing
+            problems.add(needed, lambda i, c=c: f"missing value in covariate column {c!r} ({covariate_flags[c]})"
+                         + (" (a row after the series' last value: the known-in-advance covariates of a period "
+                            "to forecast)" if trailing[i] else ""))
+            covs.append(cv)
+        cov = np.stack(covs, axis=1) if covs else None
         where, columns_of = table.where, np.zeros(len(times), dtype=np.int64)
+        if trailing.any():   # set aside; checked against the series' frequency below
+            after = (codes[trailing], times[trailing], cov[trailing][:, [cov_columns.index(c) for c in ahead]],
+                     where[trailing])
+            keep = ~trailing
+            values, times, codes, where, rows, cov = (values[keep], times[keep], codes[keep], where[keep], rows[keep],
+                                                      cov[keep])
+            columns_of = columns_of[keep]
     else:  # wide: one column per series; cells before a series starts or after it ends are empty
         parts = [_numbers(table.columns[c], c, problems) for c in value_columns]
         raws = [raw for _, _, raw in parts]
@@ -255,6 +284,7 @@ def build_panel(table: Table, label: str, date_column: str, value_columns: list[
 
     order = np.argsort(codes, kind="stable")          # series by series, each in file order
     times, values, codes, where = times[order], values[order], codes[order], where[order]
+    cov = None if not cov_columns else cov[order]
     same = codes[1:] == codes[:-1]
     step = np.diff(times)
     many = len(ids) > 1
@@ -288,9 +318,34 @@ def build_panel(table: Table, label: str, date_column: str, value_columns: list[
         problems.raise_first()
         filled = 0
     else:
+        if cov is not None:   # the covariates filled the same way, column by column
+            cov = np.stack([_fill(times, cov[:, k], codes, missing, gaps, freq, FILLS[fill])[1]
+                            for k in range(cov.shape[1])], axis=1)
         times, values, codes, filled = _fill(times, values, codes, missing, gaps, freq, FILLS[fill])
     offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(ids)))])
-    return ids, offsets, calendar.compact_times(times), values, freq, filled
+    future = None if after is None else _future_rows(label, unit, after, ids, times[offsets[1:] - 1], freq)
+    return ids, offsets, calendar.compact_times(times), values, freq, filled, cov, future
+
+
+def _future_rows(label, unit, after, ids, last, freq) -> FutureRows:
+    """The rows after each series' last value, which must continue its frequency period by period."""
+    codes, times, values, where = after
+    order = np.argsort(codes, kind="stable")
+    codes, times, values, where = codes[order], times[order], values[order], where[order]
+    counts = np.bincount(codes, minlength=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for s in np.flatnonzero(counts):
+        expected = calendar.next_dates(last[s], int(counts[s]), freq).astype("datetime64[s]")
+        got = times[offsets[s]:offsets[s + 1]]
+        bad = np.flatnonzero(got != expected)
+        if len(bad):
+            j = offsets[s] + bad[0]
+            raise DataError(f"{label} {unit} {where[j]}: {f'series {ids[s]!r}: ' if len(ids) > 1 else ''}date "
+                            f"{_show(times[j])} "
+                            f"in the rows after the series' last value ({_show(last[s])}) should be "
+                            f"{_show(expected[bad[0]])}: those rows hold the known-in-advance covariates of the "
+                            f"next periods, one per period at frequency {freq}")
+    return FutureRows(offsets, calendar.compact_times(times), values)
 
 
 def _show(t: np.datetime64) -> str:
@@ -345,7 +400,11 @@ def load_series(spec: DataSpec, positive: bool = False) -> Panel:
         table = read_parquet(path, label)
     else:
         table = read_csv(data, label)
-    ids, offsets, times, values, freq, filled = build_panel(
+    cov_flags = {**{c: "--past-covariates" for c in covariates.names(spec.past_covariates)},
+                 **{c: "--future-covariates" for c in covariates.names(spec.future_covariates)}}
+    ids, offsets, times, values, freq, filled, cov, future = build_panel(
         table, label, date_column, [c.strip() for c in value_column.split(",")],
-        [c.strip() for c in id_column.split(",")] if id_column else [], freq, spec.max_gap, spec.fill, positive)
-    return Panel(ids, offsets, times, values, freq, shown, str(path), hashlib.sha256(data).hexdigest(), filled)
+        [c.strip() for c in id_column.split(",")] if id_column else [], freq, spec.max_gap, spec.fill, positive,
+        cov_flags)
+    return Panel(ids, offsets, times, values, freq, shown, str(path), hashlib.sha256(data).hexdigest(), filled,
+                 cov, tuple(cov_flags), future)

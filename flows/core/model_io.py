@@ -19,6 +19,7 @@ from nncore import build_model
 from .calendar import compact_times, next_dates
 
 from .composite import Ensemble, LocalModels
+from .covariates import CovariateScaler, calendar_features
 from .evaluation import Forecast, predict
 from .transforms import PanelTransform, transform_from_dict
 from .windowing import Windows
@@ -43,6 +44,8 @@ def save_forecaster(model, windows: Windows, directory: Path, extra: dict | None
         **({"scaler": windows.scaler.to_dict()} if windows.n_series == 1 else
            {"scalers": windows.scalers.to_dict(), "series": [str(i) for i in windows.ids]}),
         "freq": windows.freq,
+        **({"covariates": {"past": list(cov.past_names), "known": list(cov.known_names), "calendar": cov.calendar,
+                           **windows.cov_scaler.to_dict()}} if (cov := windows.covariates) is not None else {}),
         **(extra or {}),
     }
     (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
@@ -62,6 +65,13 @@ class Forecaster:
             self.scalers = PanelTransform.from_dict(config["scalers"])
             self.series = {sid: i for i, sid in enumerate(config["series"])}
         self.window, self.horizon = config["window"], config["horizon"]
+        self.covariates = config.get("covariates")
+        self.cov_scaler = None if self.covariates is None else CovariateScaler.from_dict(self.covariates)
+
+    @property
+    def covariate_columns(self) -> list[str]:
+        """The data columns the model reads besides ``y`` (observed, then known in advance)."""
+        return [] if self.covariates is None else [*self.covariates["past"], *self.covariates["known"]]
 
     def predict(self, raw_windows, series=None) -> np.ndarray:
         """Raw windows (n, W) in original units → forecasts (n, h); ``series``: the id of each window's series
@@ -73,6 +83,10 @@ class Forecaster:
             raise ValueError(f"expected windows of shape (n, {self.window}) in original units, got {raw.shape}")
         if not np.all(np.isfinite(raw)):
             raise ValueError("input windows contain NaN or infinite values")
+        if self.covariates is not None:
+            reads = ", ".join(self.covariate_columns) or "calendar"
+            raise ValueError(f"this model reads covariates ({reads}): give it recent history as a DataFrame "
+                             "unique_id, ds, y and those columns (forecast_frame)")
         index = self._index(series, len(raw))
         transform = self.scalers.at(index)
         pred = predict(self.model, transform.encode_inputs(raw)[..., None].astype(self.model.dtype), series=index)
@@ -118,13 +132,69 @@ def _load_model(config: dict, weights: dict):
     return one(weights)
 
 
+def _forecast_with_covariates(forecaster: Forecaster, frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`forecast_frame` for a model with covariates: each series' rows with a value are its history (the
+    last ``window`` are read with their covariates); the rows after its last value, with an empty ``y``, hold the
+    known-in-advance covariates of the next ``horizon`` periods."""
+    W, h, cov = forecaster.window, forecaster.horizon, forecaster.covariates
+    freq = forecaster.config.get("freq") or "B"
+    cols, known = forecaster.covariate_columns, cov["known"]
+    ids, raws, blocks, aheads, dates = [], [], [], [], []
+    for sid, rows in frame.groupby("unique_id", sort=False):
+        has = rows["y"].notna().to_numpy()
+        n_hist = int(has.sum())
+        if not has[:n_hist].all():
+            raise ValueError(f"series {sid!r}: an empty y before its last value (only the rows after it may be empty: "
+                             "they hold the known-in-advance covariates of the periods to forecast)")
+        if n_hist < W:
+            raise ValueError(f"series {sid!r}: {n_hist} recent values, fewer than window={W}")
+        hist, after = rows.iloc[n_hist - W:n_hist], rows.iloc[n_hist:]
+        if hist[cols].isna().to_numpy().any():
+            raise ValueError(f"series {sid!r}: empty covariate cells in its last {W} rows ({', '.join(cols)})")
+        next_ds = next_dates(compact_times(hist["ds"].to_numpy().astype("datetime64[s]"))[-1], h, freq)
+        if known:
+            if len(after) < h or after[known].iloc[:h].isna().to_numpy().any():
+                raise ValueError(f"series {sid!r}: the next {h} periods need the known-in-advance covariates "
+                                 f"{', '.join(known)}: give {h} rows after its last value (y empty) with those "
+                                 f"columns filled; got {len(after)}")
+            got = after["ds"].iloc[:h].to_numpy().astype("datetime64[s]")
+            if not np.array_equal(got, next_ds.astype("datetime64[s]")):
+                raise ValueError(f"series {sid!r}: the rows after its last value are dated {got[0]} …, expected the "
+                                 f"next periods {next_ds[0]} … at frequency {freq}")
+        ids.append(str(sid))
+        raws.append(hist["y"].to_numpy(dtype=np.float64))
+        hist_dates = hist["ds"].to_numpy().astype("datetime64[s]")
+        blocks.append(np.concatenate([hist[cols].to_numpy(dtype=np.float64),
+                                      calendar_features(hist_dates, cov["calendar"])], axis=1))
+        aheads.append(np.concatenate([after[known].iloc[:h].to_numpy(dtype=np.float64).reshape(h, len(known))
+                                      if known else np.empty((h, 0)), calendar_features(next_ds, cov["calendar"])],
+                                     axis=1))
+        dates.append(next_ds)
+    raw = np.stack(raws)
+    index = forecaster._index(np.array(ids) if forecaster.series is not None else None, len(ids))
+    transform = forecaster.scalers.at(index)
+    scaler, dtype = forecaster.cov_scaler, forecaster.model.dtype
+    X = np.concatenate([transform.encode_inputs(raw)[..., None], scaler.scale(np.stack(blocks), index)], axis=2)
+    F = aheads[0].shape[1]
+    C = X.shape[2] - 1
+    future = scaler.scale(np.stack(aheads), index, slice(C - F, C)).reshape(len(ids), h * F) if F else None
+    pred = predict(forecaster.model, X.astype(dtype), series=index,
+                   future=None if future is None else future.astype(dtype))
+    yhat = transform.decode(pred, raw[:, -1])
+    return Forecast(np.repeat(np.array(ids, dtype=object), h), np.concatenate(dates),
+                    np.tile(np.arange(1, h + 1), len(ids)), yhat.ravel()).frame()
+
+
 def forecast_frame(forecaster: Forecaster, history: pd.DataFrame) -> pd.DataFrame:
     """Recent history in long format (``unique_id, ds, y``; at least ``window`` rows per series, any order) →
     the next ``horizon`` values of every series as ``unique_id, ds, step, yhat``, dated by the model's frequency."""
-    missing = {"unique_id", "ds", "y"} - set(history.columns)
+    missing = [c for c in ("unique_id", "ds", "y", *forecaster.covariate_columns) if c not in history.columns]
     if missing:
-        raise ValueError(f"history needs the columns unique_id, ds, y; missing {sorted(missing)}")
+        raise ValueError(f"history needs the columns unique_id, ds, y{', ' if forecaster.covariates else ''}"
+                         f"{', '.join(forecaster.covariate_columns)}; missing {missing}")
     frame = history.assign(ds=pd.to_datetime(history["ds"])).sort_values(["unique_id", "ds"], kind="stable")
+    if forecaster.covariates is not None:
+        return _forecast_with_covariates(forecaster, frame)
     W, h = forecaster.window, forecaster.horizon
     counts = frame.groupby("unique_id", sort=False).size()
     short = counts[counts < W]

@@ -13,6 +13,19 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class FutureRows:
+    """The known-in-advance covariates of the periods after each series' last value (rows with an empty value):
+    series ``s`` has ``values[offsets[s]:offsets[s + 1]]``, one row per period from the next one on."""
+
+    offsets: np.ndarray   # (S + 1,)
+    times: np.ndarray     # (M,)
+    values: np.ndarray    # (M, F) the --future-covariates columns, in their order
+
+    def of(self, s: int) -> np.ndarray:
+        return self.values[self.offsets[s]:self.offsets[s + 1]]
+
+
+@dataclass(frozen=True)
 class Panel:
     ids: np.ndarray       # (S,) series names
     offsets: np.ndarray   # (S + 1,) int64, offsets[0] = 0, offsets[-1] = N
@@ -23,6 +36,9 @@ class Panel:
     path: str             # the local file that was parsed
     sha256: str           # checksum of that file's bytes
     filled: int = 0       # values filled in for missing periods (--fill)
+    covariates: np.ndarray | None = None   # (N, C) the covariate columns read with the values, or None
+    covariate_names: tuple = ()            # their column names
+    future: "FutureRows | None" = None      # rows after each series' last value (known-in-advance covariates)
 
     def __len__(self) -> int:
         """The number of values, all series together."""
@@ -61,7 +77,12 @@ class Panel:
         keep = self.offsets[series_of + 1] - np.arange(len(self)) <= n   # within n of its series' end
         lengths = np.minimum(self.lengths, n)
         return replace(self, offsets=np.concatenate([[0], np.cumsum(lengths)]), times=self.times[keep],
-                       values=self.values[keep])
+                       values=self.values[keep],
+                       covariates=None if self.covariates is None else self.covariates[keep])
+
+    def column(self, name: str) -> np.ndarray:
+        """A covariate column (N,) by name."""
+        return self.covariates[:, self.covariate_names.index(name)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -242,9 +242,8 @@ def markdown_report(cfg: RunConfig, series: Panel, windows: Windows, result: Tra
         "",
         "## Next values",
         "",
-        "| date | forecast |",
-        "|---|---|",
-        *[f"| {d} | {v:.2f} |" for d, v in forecast.rows()],
+        *(["| date | forecast |", "|---|---|", *[f"| {d} | {v:.2f} |" for d, v in forecast.rows()]]
+          if not forecast.note else [f"No forecast: {forecast.note}."]),
         "",
         "## Test metrics (original units)",
         "",

@@ -61,16 +61,21 @@ def model_backend(model) -> str:
 
 
 def build(spec: ModelSpec, windows: Windows, rng: np.random.Generator):
-    """A fresh model of ``spec`` for windows of this length and horizon."""
-    return build_model(spec.model, hidden_size=spec.hidden_size, window=windows.window, output_size=windows.horizon,
-                       dtype=spec.dtype, rng=rng, backend=spec.backend)
+    """A fresh model of ``spec`` for windows of this length, channels (the target and its covariates), horizon and
+    known-in-advance inputs."""
+    future = windows.train.future
+    return build_model(spec.model, hidden_size=spec.hidden_size, window=windows.window,
+                       input_size=windows.train.X.shape[2], output_size=windows.horizon,
+                       future_size=0 if future is None else future.shape[1], dtype=spec.dtype, rng=rng,
+                       backend=spec.backend)
 
 
-def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: int = 8192) -> float:
+def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: int = 8192,
+                  future: np.ndarray | None = None) -> float:
     loss_fn = get_loss(loss_name)
     total = 0.0
     for lo in range(0, len(X), batch):
-        pred, _ = model.forward(X[lo:lo + batch])
+        pred, _ = model.forward(X[lo:lo + batch], future=None if future is None else future[lo:lo + batch])
         total += loss_fn(pred, y[lo:lo + batch])[0] * len(pred)
     return total / len(X)
 
@@ -153,8 +158,9 @@ def train_one(windows: Windows, model_spec: ModelSpec, spec: TrainSpec,
         order = np.arange(n) if batch == n else rng.permutation(n)
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise"):
-                train_loss, norms, state = _run_epoch(model, opt, reg, X, y, order, batch, spec, epoch)
-                val_loss = evaluate_loss(model, windows.val.X, windows.val.y, spec.loss)
+                train_loss, norms, state = _run_epoch(model, opt, reg, X, y, order, batch, spec, epoch,
+                                                      windows.train.future)
+                val_loss = evaluate_loss(model, windows.val.X, windows.val.y, spec.loss, future=windows.val.future)
         except FloatingPointError as e:  # overflow or invalid value inside NumPy: the same failure, earlier
             raise TrainingDiverged(f"training diverged at epoch {epoch}: {e} (lr {spec.lr}; try a smaller --lr "
                                    f"or --grad-clip)") from None
@@ -192,8 +198,8 @@ def train_one(windows: Windows, model_spec: ModelSpec, spec: TrainSpec,
                        weights_sha256=weights_hash(model), backend=model_backend(model), history=history)
 
 
-def _run_epoch(model, opt, reg, X, y, order, batch, spec: TrainSpec, epoch):
-    """One pass over the training windows.
+def _run_epoch(model, opt, reg, X, y, order, batch, spec: TrainSpec, epoch, future=None):
+    """One pass over the training windows (``future``: their known-in-advance inputs, or None).
 
     Returns (summed loss, gradient norms before clipping, the last batch's final state).
     """
@@ -203,10 +209,11 @@ def _run_epoch(model, opt, reg, X, y, order, batch, spec: TrainSpec, epoch):
     for lo in range(0, n, batch):
         idx = order[lo:lo + batch]
         xb, yb = (X, y) if batch == n else (X[idx], y[idx])
+        fb = None if future is None else (future if batch == n else future[idx])
         opt.zero_grad()
-        loss, state = model.loss_and_grad(xb, yb, spec.loss)
+        loss, state = model.loss_and_grad(xb, yb, spec.loss, future=fb)
         if reg is not None:
-            loss += reg(model, xb)
+            loss += reg(model, xb, fb)
         norm = clip_grad_norm(model, spec.grad_clip) if spec.grad_clip else _grad_norm(model)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise TrainingDiverged(f"training diverged at epoch {epoch}: loss {loss}, gradient norm {norm} "

@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .calendar import parse_freq, season_length
 from .config import WindowSpec
+from .covariates import Covariates, CovariateScaler
 from .transforms import PanelTransform, WindowingError
 
 __all__ = ["Split", "Windows", "WindowingError", "make_windows", "min_length", "window_panel"]
@@ -47,6 +48,7 @@ class Split:
     index: np.ndarray    # (n,) position of each window's first target in the panel's values
     dates: np.ndarray    # (n, h) date of each target
     series: np.ndarray   # (n,) the series of each window (its index in Windows.ids)
+    future: np.ndarray | None = None   # (n, h·F) known-in-advance covariates of the target steps (scaled)
 
     def __len__(self) -> int:
         return len(self.X)
@@ -54,7 +56,7 @@ class Split:
     def of_series(self, s: int) -> "Split":
         """The windows of series ``s`` alone."""
         rows = self.series == s
-        return Split(*(getattr(self, f.name)[rows] for f in fields(self)))
+        return Split(*(None if getattr(self, f.name) is None else getattr(self, f.name)[rows] for f in fields(self)))
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Windows:
     ids: np.ndarray | None = None         # (S,) series names
     train_ends: np.ndarray | None = None  # (S,) one past the last value each series' training windows touch
     skipped: tuple = ()                   # names of the series too short to window
+    covariates: Covariates | None = None  # the panel's covariates (flows.core.covariates), aligned with values
+    cov_scaler: CovariateScaler | None = None   # their per-series standardisation (training parts)
 
     @property
     def target(self) -> str:
@@ -110,11 +114,16 @@ class Windows:
             p = split.of_series(s)
             return replace(p, index=p.index - a, series=np.zeros(len(p), dtype=p.series.dtype))
 
+        cov = self.covariates
         return replace(self, train=part(self.train), val=part(self.val), test=part(self.test),
                        scalers=PanelTransform(self.scalers.kind, {n: v[s:s + 1] for n, v in self.scalers.params.items()}),
                        values=self.values[a:b], dates=self.dates[a:b], starts=np.array([0]), ends=np.array([b - a]),
                        ids=self.ids[s:s + 1], skipped=(),
-                       train_ends=None if self.train_ends is None else self.train_ends[s:s + 1] - a)
+                       train_ends=None if self.train_ends is None else self.train_ends[s:s + 1] - a,
+                       covariates=None if cov is None else replace(cov, past=cov.past[a:b], future=cov.future[a:b],
+                                                                   ahead=cov.ahead[s:s + 1]),
+                       cov_scaler=None if self.cov_scaler is None else
+                       CovariateScaler(self.cov_scaler.mean[s:s + 1], self.cov_scaler.std[s:s + 1]))
 
     @property
     def train_end(self) -> int:
@@ -133,19 +142,25 @@ def min_length(spec: WindowSpec) -> int:
         fit = 2
         while not (1 <= int(round(fit * spec.val_fraction)) <= fit - 1):
             fit += 1
-    return fit + (spec.horizon - 1) + spec.test_size + spec.window + spec.horizon - 1
+    return fit + (spec.horizon - 1) + test_span(spec) + spec.window + spec.horizon - 1
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])`` without the loop."""
+def test_span(spec: WindowSpec) -> int:
+    """Windows from the first test window to the last: ``test_size`` of them, ``test_stride`` apart."""
+    return (spec.test_size - 1) * spec.test_stride + 1
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray, step: int = 1) -> np.ndarray:
+    """``concatenate([arange(s, s + c·step, step) for s, c in zip(starts, counts)])`` without the loop."""
     ends = np.cumsum(counts)
-    return np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
+    return np.repeat(starts - step * (ends - counts), counts) + step * np.arange(ends[-1] if len(ends) else 0)
 
 
 def _split_counts(n_windows: np.ndarray, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation windows of each series (the test part: the last ``test_size``)."""
+    """Training and validation windows of each series (the test part: the last ``test_size``, ``test_stride``
+    apart; the windows between them are neither trained nor validated on)."""
     purge = spec.horizon - 1
-    n_rest = n_windows - spec.test_size
+    n_rest = n_windows - test_span(spec)
     if spec.train_size is None:
         n_val = np.rint((n_rest - purge) * spec.val_fraction).astype(np.int64)   # round half to even, as round()
         n_train = n_rest - purge - n_val
@@ -157,8 +172,9 @@ def _split_counts(n_windows: np.ndarray, spec: WindowSpec) -> tuple[np.ndarray, 
 
 def window_panel(values: np.ndarray, offsets: np.ndarray, spec: WindowSpec, dtype=np.float32,
                  dates: np.ndarray | None = None, freq: str | None = None, season: int | None = None,
-                 ids: np.ndarray | None = None) -> Windows:
-    """Cut every series of a panel (``values[offsets[s]:offsets[s + 1]]``) into windows and splits."""
+                 ids: np.ndarray | None = None, covariates: Covariates | None = None) -> Windows:
+    """Cut every series of a panel (``values[offsets[s]:offsets[s + 1]]``) into windows and splits; with
+    ``covariates``, each window's inputs carry them as channels 1…, and each split its ``future`` part."""
     values = np.asarray(values, dtype=np.float64)
     offsets = np.asarray(offsets, dtype=np.int64)
     if values.ndim != 1:
@@ -174,9 +190,11 @@ def window_panel(values: np.ndarray, offsets: np.ndarray, spec: WindowSpec, dtyp
     ok = (n_train >= 1) & (n_val >= 1)
     if not ok.any():
         s = int(np.argmax(lengths))
+        strided = f" ({spec.test_size} every {spec.test_stride})" if spec.test_stride > 1 else ""
         raise WindowingError(
             f"series too short: {lengths[s]} values give {n_windows[s]} windows of {W} → {h}, "
-            f"but test {spec.test_size} + training {n_train[s] if n_train[s] > 0 else '≥1'} + validation ≥1 windows"
+            f"but test {test_span(spec)}{strided} + training {n_train[s] if n_train[s] > 0 else '≥1'} + "
+            f"validation ≥1 windows"
             f"{f' (+ {purge} left out before the test part)' if purge else ''} need at least {min_length(spec)} "
             f"values{' (the longest series)' if len(lengths) > 1 else ''}; shorten --window or --test-size "
             f"(or --train-size), or give more data")
@@ -184,30 +202,46 @@ def window_panel(values: np.ndarray, offsets: np.ndarray, spec: WindowSpec, dtyp
     starts = offsets[kept]                                       # first window of each kept series starts here
     train_ends = starts + n_train[kept] - 1 + W + h
     scalers = PanelTransform.fit(spec.target, [values[a:b] for a, b in zip(starts, train_ends)])
+    C = 0 if covariates is None else covariates.channels
+    if C:
+        channels = covariates.all()                              # (N, C): past, then known-in-advance
+        cov_scaler = CovariateScaler.fit(channels, starts, train_ends)
+        F = covariates.n_future
+        ahead = slice(C - F, C)                                  # the known-in-advance columns
+    else:
+        cov_scaler = None
     inputs = sliding_window_view(values, W)
     targets = sliding_window_view(values, h)
     tdates = sliding_window_view(dates, h)
     local = np.arange(len(kept))                                 # series numbering of the kept ones
 
-    def part(first: np.ndarray, count: np.ndarray) -> Split:
-        begin = _ranges(starts + first, count)                   # position of each window's first input
+    def part(first: np.ndarray, count: np.ndarray, step: int = 1) -> Split:
+        begin = _ranges(starts + first, count, step)             # position of each window's first input
         series = np.repeat(local, count)
         n = len(begin)
-        X, y = np.empty((n, W, 1), dtype=dtype), np.empty((n, h), dtype=dtype)
+        X, y = np.empty((n, W, 1 + C), dtype=dtype), np.empty((n, h), dtype=dtype)
+        future = np.empty((n, h * F), dtype=dtype) if C and F else None
         for lo in range(0, n, CHUNK):   # encoded in float64 a chunk at a time: no float64 copy of every window
             rows = slice(lo, lo + CHUNK)
             transform, at = scalers.at(series[rows]), begin[rows]
             X[rows, :, 0] = transform.encode_inputs(inputs[at])
             y[rows] = transform.encode_targets(targets[at + W], values[at + W - 1])
+            if C:   # covariates at the window's own steps only; the known-in-advance ones at the targets' too
+                X[rows, :, 1:] = cov_scaler.scale(channels[at[:, None] + np.arange(W)], series[rows])
+                if future is not None:
+                    ahead_block = channels[at[:, None] + W + np.arange(h), ahead]
+                    future[rows] = cov_scaler.scale(ahead_block, series[rows], ahead).reshape(len(at), h * F)
         return Split(X=X, y=y, last=values[begin + W - 1], actual=targets[begin + W].copy(), index=begin + W,
-                     dates=tdates[begin + W].copy(), series=series)
+                     dates=tdates[begin + W].copy(), series=series, future=future)
 
     nt, nv, nw = n_train[kept], n_val[kept], n_windows[kept]
     if season is None:
         season = season_length(parse_freq(freq)) if freq else 1
-    test = part(nw - spec.test_size, np.full_like(nt, spec.test_size))
+    test = part(nw - test_span(spec), np.full_like(nt, spec.test_size), spec.test_stride)
+    if covariates is not None and covariates.ahead:
+        covariates = replace(covariates, ahead=tuple(covariates.ahead[k] for k in kept))
     return Windows(part(np.zeros_like(nt), nt), part(nt, nv), test, scalers, W, h, values, dates, freq, season,
-                   starts, offsets[kept + 1], ids[kept], train_ends, tuple(ids[~ok]))
+                   starts, offsets[kept + 1], ids[kept], train_ends, tuple(ids[~ok]), covariates, cov_scaler)
 
 
 def make_windows(values: np.ndarray, spec: WindowSpec, dtype=np.float32, dates: np.ndarray | None = None,

@@ -1,8 +1,10 @@
 """MLflow "model from code": the pyfunc wrapper of a saved forecaster (no pickle anywhere).
 
 Logged with ``mlflow.pyfunc.log_model(python_model=<this file>, artifacts={"model_dir": ...})``.
-Input: recent history as a DataFrame ``unique_id, ds, y`` (at least ``window`` rows per series) →
-output the forecasts DataFrame ``unique_id, ds, step, yhat``; or, for a model of one series, raw
+Input: recent history as a DataFrame ``unique_id, ds, y`` (at least ``window`` rows per series; a model with
+covariates also reads their columns, and ``horizon`` rows after each series' last value with ``y`` empty and the
+known-in-advance covariates filled) → output the forecasts DataFrame ``unique_id, ds, step, yhat``; or, for a
+model of one series without covariates, raw
 windows in original units, an array (n, window) → the next ``horizon`` values of each, (n, horizon).
 """
 import mlflow

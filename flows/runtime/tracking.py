@@ -228,7 +228,12 @@ def log_model(r: Run, model_dir: Path, example, prediction, model_name: str) -> 
     """Log the pyfunc model (weights .npz + JSON config, no pickle) and register a new version; returns its number.
 
     ``example``: a window array (a model of one series) or recent history ``unique_id, ds, y`` (a panel)."""
-    signature = PANEL_SIGNATURE if hasattr(example, "columns") else infer_signature(example, prediction)
+    if hasattr(example, "columns"):   # a panel (and any model with covariates): its columns beyond unique_id, ds, y
+        extra = [ColSpec("double", c) for c in example.columns if c not in ("unique_id", "ds", "y")]
+        signature = ModelSignature(inputs=Schema([*PANEL_SIGNATURE.inputs.inputs, *extra]),
+                                   outputs=PANEL_SIGNATURE.outputs)
+    else:
+        signature = infer_signature(example, prediction)
     client()
     with mlflow.start_run(run_id=r.id):
         info = mlflow.pyfunc.log_model(
