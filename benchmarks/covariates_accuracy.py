@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     for spec, maes, mase, pval, result in rows:
         print(f"| {spec} ({len(maes)} runs) | {pm(maes)} | {mase:.3f} | {pval:.2g} | {result.best_epoch} | "
               f"{result.seconds:.0f} |")
-    for name, label in (("snaive", "seasonal naive (same half-hour the day before)"), ("naive", "naive (last value)"),
+    for name, label in (("snaive", f"seasonal naive (season {w.season})"), ("naive", "naive (last value)"),
                         ("drift", "random walk with drift")):
         sc = getattr(first, name)
         print(f"| {label} | {sc.mae:.4f} | {sc.mase_snaive if args.against == 'snaive' else sc.mase:.3f} | | | |")
@@ -119,10 +119,12 @@ def main(argv=None) -> None:
 
 def figure(w, ev, label: str, path: Path) -> None:
     import matplotlib
+    import numpy as np
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = len(w.test) - 1
+    day = np.abs(ev.predictions["model"] - w.test.actual).mean(axis=1)
+    r = int(np.argsort(day)[len(day) // 2])          # a typical test day: the model's median daily MAE
     start = w.test.index[r] - w.window
     fig, ax = plt.subplots(figsize=(9, 3.4))
     ax.plot(w.dates[start:w.test.index[r]], w.values[start:w.test.index[r]], color="0.4", lw=0.9, label="history")
@@ -132,7 +134,8 @@ def figure(w, ev, label: str, path: Path) -> None:
     ax.plot(w.test.dates[r], ev.predictions["model"][r], color="tab:red", lw=1.2,
             label=f"{label} (day MAE {abs(ev.predictions['model'][r] - w.test.actual[r]).mean():.3f})")
     ax.set_ylabel("demand (GW)")
-    ax.set_title(f"day-ahead forecast made at {w.test.dates[r, 0]} (the last test day)")
+    made = str(w.test.dates[r, 0].astype("datetime64[m]")).replace("T", " ")
+    ax.set_title(f"day-ahead forecast made at {made} (the test day with the model's median daily MAE)")
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
