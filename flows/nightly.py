@@ -28,7 +28,8 @@ from flows.core.config import ConfigError, RunConfig
 from flows.core.sources import DataError
 from flows.runtime import tracking
 from flows.tasks import (RunSummary, combine_series_models, evaluate_model, load_series, log_results, make_windows,
-                         publish_model, report_unchanged, show_config, train_model, train_series, write_report)
+                         open_forecast_ledger, publish_model, record_forecasts, report_unchanged, show_config,
+                         train_model, train_series, write_report)
 
 
 #: Concurrent tasks (the --per-series trainings) in threads: one per core. Prefect's default is unbounded, and
@@ -50,6 +51,7 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
     name = current_flow_run.name
     tags = {"training_key": cfg.training_key(), "prefect_flow_run": name or "",
             "prefect_flow_run_id": current_flow_run.id or ""}
+    open_forecast_ledger(cfg.tracking.ledger_url)   # an unreachable ledger fails the night before any work
     with tracking.run(cfg.tracking.experiment, name, tags, params=cfg.public()) as run:
         series = load_series(cfg.data, cfg.windows.positive_only, run.id)
         run_key = tracking.run_key(series.sha256, cfg.training_key())
@@ -67,6 +69,8 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
         pngs = log_results(series, windows, result, evaluation, forecast, run.id)
         promotion = publish_model(series, windows, result, evaluation, cfg.tracking.model_name, run_key,
                                   tracking.forecast_key(cfg.public()), run.id)
+        record_forecasts(windows, forecast, cfg.tracking.ledger_url, cfg.tracking.model_name, promotion.version,
+                         run.id)
         write_report(cfg, series, windows, result, evaluation, forecast, promotion, pngs, run.id)
     return RunSummary(run.id, promotion.version, promotion.status, evaluation.model.mae, evaluation.naive.mae,
                       forecast, promotion.previous_version)

@@ -25,13 +25,13 @@ from flows.core import covariates, ingest, report, statistical, windowing
 from flows.core.calendar import compact_times, next_dates
 from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
 from flows.core.covariates import MissingFuture
-from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next
+from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next, next_baselines
 from flows.core.panel import Panel
 from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster
 from flows.core.composite import LocalModels
 from flows.core.training import TrainResult, combine, train
 from flows.core.windowing import Windows
-from flows.runtime import tracking
+from flows.runtime import ledger, tracking
 from flows.runtime.tracking import Promotion, Run
 
 log = logging.getLogger("nnforecast")
@@ -263,6 +263,40 @@ def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluati
     run.set_tags({"model_version": version, "model_role": promotion.status})
     say(f"registered {model_name} v{version}: {promotion.status}")
     return promotion
+
+
+@task
+def open_forecast_ledger(url: str | None) -> str:
+    """Open (create or migrate) the forecast ledger before any work: an unreachable database fails the night
+    before anything is trained, registered or written."""
+    engine = ledger.open_ledger(url)
+    try:
+        return ledger.shown(str(engine.url))
+    finally:
+        engine.dispose()
+
+
+@task
+def record_forecasts(windows: Windows, forecast: Forecast, url: str | None, model_name: str, version: str,
+                     run_id: str) -> int:
+    """The night's published forecasts, with the naive and seasonal naive forecasts of the same targets, into the
+    ledger (replacing a rerun's earlier rows, in one transaction)."""
+    if forecast.note or not len(forecast.yhat):
+        return 0
+    origin, naive, snaive = next_baselines(windows)
+    h = windows.horizon
+    rows = pd.DataFrame({"model_name": model_name, "unique_id": forecast.unique_id.astype(str),
+                         "origin": np.repeat(origin, h), "step": forecast.step, "ds": forecast.ds,
+                         "yhat": forecast.yhat, "naive": naive.ravel(), "snaive": snaive.ravel(),
+                         "model_version": str(version), "run_id": run_id})
+    engine = ledger.open_ledger(url)
+    try:
+        n = ledger.record(engine, rows)
+    finally:
+        engine.dispose()
+    Run(run_id).set_tags({"ledger_rows": n})
+    say(f"ledger: {n} forecasts of {model_name} v{version} recorded in {ledger.shown(str(engine.url))}")
+    return n
 
 
 @task

@@ -234,6 +234,9 @@ class TrackingSpec(_Spec):
 
     experiment: str = param("nightly", "MLflow experiment name", is_name, training=False)
     model_name: str = param("nncore-forecaster", "MLflow registered model name", is_name, training=False)
+    ledger_url: str | None = param(None, "the forecast ledger's database, a SQLAlchemy URL (${NAME} is read from the "
+                                         "environment; default: ledger.db beside the MLflow store)", is_name,
+                                   optional=True, training=False)
     resume: str | None = param(None, "continue an interrupted run from its last checkpoint: its MLflow run id, or "
                                      "'latest' (the newest unfinished run of this experiment with the same training "
                                      "parameters)", is_name, optional=True, training=False)
@@ -347,7 +350,8 @@ class RunConfig:
 
     def public(self) -> dict:
         """:meth:`flat` fit to show (logs, tags, the Prefect UI): a source URL's secrets redacted."""
-        return {**self.flat(), "source": redact(self.data.source)}
+        return {**self.flat(), "source": redact(self.data.source),
+                "ledger_url": None if self.tracking.ledger_url is None else redact(self.tracking.ledger_url)}
 
     def origin(self, name: str) -> str:
         """Where a parameter's value came from: 'default', 'preset' or 'given'."""

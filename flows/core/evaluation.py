@@ -285,6 +285,17 @@ def per_series(test: Split, forecasts: dict[str, np.ndarray], scale: np.ndarray,
     return table
 
 
+def next_baselines(windows: Windows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the ``horizon`` values after every series' end: each series' origin (its last timestamp), the naive
+    forecast (S, h) and the seasonal naive one (S, h; NaN where the season reaches before the series' start)."""
+    h, m = windows.horizon, windows.season
+    k = np.arange(1, h + 1)
+    pos = windows.ends[:, None] + (k - 1) - m * np.ceil(k / m).astype(np.int64)   # one season (or more) before
+    naive = np.repeat(windows.values[windows.ends - 1][:, None], h, axis=1)
+    snaive = np.where(pos >= windows.starts[:, None], windows.values[np.maximum(pos, 0)], np.nan)
+    return windows.dates[windows.ends - 1], naive, snaive
+
+
 def forecast_next(model, windows: Windows) -> Forecast:
     """Forecast the ``horizon`` values after the end of every series from its last window (stateless); with
     covariates, from theirs too, and the known-in-advance ones of the next periods (:class:`MissingFuture` when

@@ -59,8 +59,9 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def redact(source: str) -> str:
-    """``source`` fit for logs, tags and reports: a URL's password and secret-looking query values as ***."""
-    if not source.startswith(("http://", "https://")):
+    """``source`` fit for logs, tags and reports: a URL's password and secret-looking query values as *** (any
+    ``scheme://``: a data URL, a database URL)."""
+    if "://" not in source:
         return source
     parts = urllib.parse.urlsplit(source)
     netloc = parts.netloc

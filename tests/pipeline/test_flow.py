@@ -19,8 +19,8 @@ def first_run(harness, seeded_cache):
     return state
 
 
-STAGES = ["evaluate_model", "load_series", "log_results", "make_windows", "publish_model", "train_model",
-          "write_report"]
+STAGES = ["evaluate_model", "load_series", "log_results", "make_windows", "open_forecast_ledger", "publish_model",
+          "record_forecasts", "train_model", "write_report"]
 
 
 def test_flow_runs_the_seven_stages(first_run):

@@ -1,0 +1,145 @@
+"""The forecast ledger: every published forecast in a SQL database, to be scored against what then happened.
+
+One row per registered model name, series, forecast origin (the last observed timestamp the forecast was
+made from) and step: the target time ``ds``, the point forecast, the naive and seasonal naive forecasts of the
+same target, and which run and model version published it. Written through SQLAlchemy, so the same code
+writes SQLite (the default: ``ledger.db`` beside the MLflow store) and PostgreSQL (``--ledger-url
+postgresql+psycopg://user:${PGPASSWORD}@host/db``; ``${NAME}`` is read from the environment, and the password
+never appears in logs or parameters).
+
+Writes are idempotent and atomic: a night's rows replace any earlier rows of the same model name, series and
+origin (a rerun of a night does not duplicate them), in one transaction, so a failure leaves the ledger as it
+was. The schema is versioned (table ``ledger_schema``) and created or migrated by :func:`open_ledger`; a ledger
+written by a newer version of the project is refused rather than misread.
+
+Query it with any SQL client, e.g. the last night's forecasts of one series::
+
+    SELECT ds, yhat, naive, snaive, model_version FROM forecasts
+    WHERE model_name = 'nncore-forecaster' AND unique_id = 'y'
+      AND origin = (SELECT max(origin) FROM forecasts WHERE model_name = 'nncore-forecaster')
+    ORDER BY step;
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, delete, func,
+                        insert, select, tuple_)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from flows.core.files import PROJECT_ROOT
+from flows.core.sources import expand_env
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+forecasts = Table(
+    "forecasts", metadata,
+    Column("model_name", String(250), primary_key=True),
+    Column("unique_id", String(250), primary_key=True),
+    Column("origin", DateTime, primary_key=True),   # the last observed timestamp the forecast was made from
+    Column("step", Integer, primary_key=True),       # 1 … horizon
+    Column("ds", DateTime, nullable=False),          # the target time
+    Column("yhat", Float, nullable=False),
+    Column("naive", Float, nullable=False),          # the last value
+    Column("snaive", Float),                         # the value one season before the target (none: too short)
+    Column("model_version", String(50), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+schema = Table("ledger_schema", metadata, Column("version", Integer, primary_key=True),
+               Column("applied_at", DateTime, nullable=False))
+
+COLUMNS = [c.name for c in forecasts.columns]
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened, migrated or written: the night fails, naming the database."""
+
+
+def default_url() -> str:
+    """``ledger.db`` beside a SQLite MLflow store, else in the project."""
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    folder = Path(tracking[len("sqlite:///"):]).parent if tracking.startswith("sqlite:///") else PROJECT_ROOT
+    return f"sqlite:///{folder / 'ledger.db'}"
+
+
+def shown(url: str) -> str:
+    """The URL fit for logs: the password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a database URL>"
+
+
+def open_ledger(url: str | None) -> Engine:
+    """Connect, create the schema or check its version; raises :class:`LedgerError` naming the database."""
+    url = expand_env(url) if url else default_url()
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError) as e:
+        raise LedgerError(f"ledger {shown(url)}: not a usable database URL ({type(e).__name__}: {e}); "
+                          "give --ledger-url sqlite:///path/ledger.db or postgresql+psycopg://…") from None
+    try:
+        with engine.begin() as conn:
+            metadata.create_all(conn)
+            version = conn.execute(select(func.max(schema.c.version))).scalar()
+            if version is None:
+                conn.execute(insert(schema).values(version=SCHEMA_VERSION, applied_at=_now()))
+            elif version > SCHEMA_VERSION:
+                raise LedgerError(f"ledger {shown(url)}: schema version {version} was written by a newer version "
+                                  f"of the project (this one reads version {SCHEMA_VERSION}); upgrade it")
+    except SQLAlchemyError as e:
+        engine.dispose()
+        raise LedgerError(f"ledger {shown(url)}: cannot open it: {type(e).__name__}: {str(e).splitlines()[0]}") \
+            from None
+    return engine
+
+
+def record(engine: Engine, rows: pd.DataFrame) -> int:
+    """Write a night's forecasts (columns :data:`COLUMNS` but ``created_at``), replacing earlier rows of the same
+    model name, series and origin, in one transaction; returns the number of rows written."""
+    if rows.empty:
+        return 0
+    rows = rows.assign(created_at=_now())[COLUMNS]
+    records = [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict(orient="records")]
+    keys = sorted({(r["model_name"], r["unique_id"], r["origin"]) for r in records})
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(forecasts).where(
+                tuple_(forecasts.c.model_name, forecasts.c.unique_id, forecasts.c.origin).in_(keys)))
+            conn.execute(insert(forecasts), records)
+    except SQLAlchemyError as e:
+        raise LedgerError(f"ledger {shown(str(engine.url))}: writing {len(records)} forecasts failed, nothing "
+                          f"written: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return len(records)
+
+
+def read(engine: Engine, model_name: str | None = None) -> pd.DataFrame:
+    """The ledger's rows (of one model name), by model, series, origin and step."""
+    query = select(forecasts).order_by(forecasts.c.model_name, forecasts.c.unique_id, forecasts.c.origin,
+                                       forecasts.c.step)
+    if model_name is not None:
+        query = query.where(forecasts.c.model_name == model_name)
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).fetchall(), columns=COLUMNS)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _plain(v):
+    """NumPy and pandas scalars as the Python values a DB driver takes (NaN -> NULL)."""
+    if isinstance(v, (np.datetime64, pd.Timestamp)):
+        return pd.Timestamp(v).to_pydatetime()
+    if isinstance(v, (np.floating, float)):
+        return None if np.isnan(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v

@@ -1,0 +1,105 @@
+"""The forecast ledger: versioned schema, idempotent and atomic writes, and the nightly flow's rows."""
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+
+from flows.runtime import ledger
+
+
+def night(model="m", version="1", origin="2020-01-10", uids=("a", "b"), h=3, yhat=None):
+    n = len(uids) * h
+    return pd.DataFrame({
+        "model_name": model, "unique_id": np.repeat(uids, h), "origin": pd.Timestamp(origin),
+        "step": np.tile(np.arange(1, h + 1), len(uids)),
+        "ds": np.tile(pd.date_range(pd.Timestamp(origin) + pd.Timedelta(days=1), periods=h), len(uids)),
+        "yhat": np.arange(n, dtype=float) if yhat is None else yhat, "naive": 1.0, "snaive": np.nan,
+        "model_version": version, "run_id": "r" + version})
+
+
+def test_the_schema_is_created_once_and_versioned(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger.open_ledger(url).dispose()
+    engine = ledger.open_ledger(url)       # a second open keeps the schema and its one version row
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM ledger_schema")).fetchall() == [(ledger.SCHEMA_VERSION,)]
+    assert ledger.read(engine).empty
+
+
+def test_a_rerun_of_a_night_replaces_its_rows_and_other_nights_stay(tmp_path):
+    engine = ledger.open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert ledger.record(engine, night()) == 6
+    assert ledger.record(engine, night(origin="2020-01-11")) == 6
+    assert ledger.record(engine, night(version="2", yhat=np.full(6, 9.0))) == 6     # the first night, rerun
+    rows = ledger.read(engine, "m")
+    assert len(rows) == 12 and not rows.duplicated(["unique_id", "origin", "step"]).any()
+    first = rows[rows["origin"] == pd.Timestamp("2020-01-10")]
+    assert (first["yhat"] == 9.0).all() and (first["model_version"] == "2").all()
+    assert rows["snaive"].isna().all() and (rows["naive"] == 1.0).all()
+    assert ledger.record(engine, night(model="other")) == 6 and len(ledger.read(engine)) == 18
+
+
+@pytest.mark.fault(fault="a ledger write that fails half-way (a forecast that is not a number)",
+                   did="the night fails: 'ledger …: writing N forecasts failed, nothing written'",
+                   kept="the ledger exactly as before: the rows that were there, no partial night")
+def test_a_failed_write_leaves_the_ledger_as_it_was(tmp_path):
+    engine = ledger.open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.record(engine, night())
+    before = ledger.read(engine)
+    bad = night(version="2", yhat=np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0]))   # NULL in a NOT NULL column
+    with pytest.raises(ledger.LedgerError, match=r"ledger sqlite:///.*ledger.db: writing 6 forecasts failed, nothing "
+                                                 r"written: IntegrityError"):
+        ledger.record(engine, bad)
+    pd.testing.assert_frame_equal(ledger.read(engine).drop(columns="created_at"), before.drop(columns="created_at"))
+
+
+@pytest.mark.parametrize("url,pattern", [
+    ("postgresql+psycopg://ann:s3cret@127.0.0.1:1/forecasts",
+     r"ledger postgresql\+psycopg://ann:\*\*\*@127.0.0.1:1/forecasts: (cannot open it|not a usable database URL)"),
+    ("not a url", r"ledger <not a database URL>: not a usable database URL"),
+    ("sqlite:////nonexistent-dir/ledger.db", r"ledger sqlite:////nonexistent-dir/ledger.db: cannot open it: "
+                                             r"OperationalError"),
+])
+@pytest.mark.fault(fault="an unreachable or unusable ledger database (--ledger-url)",
+                   did="the night fails before any work, naming the database (its password hidden)",
+                   kept="everything: no training, no MLflow run, no registered version, no ledger row")
+def test_an_unusable_ledger_is_named_without_its_password(url, pattern):
+    with pytest.raises(ledger.LedgerError, match=pattern) as e:
+        ledger.open_ledger(url)
+    assert "s3cret" not in str(e.value)
+
+
+def test_a_ledger_written_by_a_newer_version_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger.open_ledger(url).dispose()
+    with create_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO ledger_schema (version, applied_at) VALUES (99, '2030-01-01')"))
+    with pytest.raises(ledger.LedgerError, match=r"schema version 99 was written by a newer version of the project"):
+        ledger.open_ledger(url)
+
+
+@pytest.mark.flow
+def test_the_nightly_flow_records_its_forecasts_once_per_night(harness, tmp_path):
+    from flows.nightly import nightly
+    from flows.runtime import tracking
+
+    from .test_panels import panel
+
+    values, offsets, times, ids = panel(lengths=(60, 48))
+    path = tmp_path / "shops.csv"
+    pd.DataFrame({"shop": np.repeat(ids, np.diff(offsets)), "ds": times, "sales": values}).to_csv(path, index=False)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    over = dict(source=str(path), id_column="shop", value_column="sales", window=6, horizon=3, test_size=2,
+                hidden_size=4, epochs=2, experiment="ledger-flow", model_name="ledger-model", ledger_url=url,
+                stat_baselines="none")
+    first = nightly(overrides=over)
+    rows = ledger.read(ledger.open_ledger(url), "ledger-model")
+    assert len(rows) == 2 * 3 and set(rows["model_version"]) == {first.version}
+    np.testing.assert_allclose(rows["yhat"], first.forecast.yhat)
+    assert list(rows["origin"].dt.strftime("%Y-%m-%d")) == ["2019-12-01"] * 3 + ["2018-12-01"] * 3
+    np.testing.assert_allclose(rows["naive"], np.repeat([values[59], values[107]], 3))
+    np.testing.assert_allclose(rows["snaive"], np.r_[values[48:51], values[96:99]])   # 12 months before each target
+    assert tracking.client().get_run(first.run_id).data.tags["ledger_rows"] == "6"
+    again = nightly(overrides={**over, "hidden_size": 5})   # the same night, another model: replaced, not added
+    rows = ledger.read(ledger.open_ledger(url), "ledger-model")
+    assert len(rows) == 6 and set(rows["model_version"]) == {again.version} and again.version != first.version
