@@ -39,7 +39,7 @@ log = logging.getLogger("nnforecast")
 IO_RETRY_DELAYS = [float(s) for s in os.environ.get("NNFORECAST_IO_RETRY_DELAYS", "10,60,300").split(",") if s.strip()]
 
 
-def test_history(windows: Windows, series: int) -> pd.DataFrame:
+def last_test_history(windows: Windows, series: int) -> pd.DataFrame:
     """A model with covariates: the history of the last test window of the first ``series`` series with its
     covariates, and the ``horizon`` rows after it (y empty, the known-in-advance covariates filled), as the served
     model takes them; its forecast is that window's test forecast."""
@@ -170,12 +170,17 @@ def train_model(windows: Windows, model: ModelSpec, training: TrainSpec, trackin
         result = train(windows, model, training, on_epoch, on_checkpoint=on_checkpoint, resume=resume)
     finally:
         epoch_logger.flush()
-    run.set_tags({"kernel_backend": result.backend, "weights_sha256": result.weights_sha256})
-    run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                     "train_seconds": result.seconds, "epochs_run": result.epochs_run})
+    log_training(run, result)
     say(f"trained {result.epochs_run} epochs in {result.seconds:.1f} s on {result.backend}; "
         f"best validation epoch {result.best_epoch}")
     return result
+
+
+def log_training(run: Run, result: TrainResult) -> None:
+    """A training's outcome on its MLflow run: the kernel backend, the weights' hash, best epoch, loss and time."""
+    run.set_tags({"kernel_backend": result.backend, "weights_sha256": result.weights_sha256})
+    run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "train_seconds": result.seconds, "epochs_run": result.epochs_run})
 
 
 @task(task_run_name="train-series-{name}")
@@ -195,9 +200,7 @@ def combine_series_models(results: list[TrainResult], windows: Windows, run_id: 
                           "seconds": [r.seconds for r in results]})
     run = Run(run_id)
     run.log_files({"per_series_training.csv": table.to_csv(index=False).encode()})
-    run.set_tags({"kernel_backend": result.backend, "weights_sha256": result.weights_sha256})
-    run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                     "train_seconds": result.seconds, "epochs_run": result.epochs_run})
+    log_training(run, result)
     say(f"trained {len(results)} per-series networks: {result.epochs_run} epochs in {result.seconds:.1f} s; "
         f"median best validation epoch {result.best_epoch}")
     return result
@@ -249,7 +252,7 @@ def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluati
                                     {"data_sha256": series.sha256, "weights_sha256": result.weights_sha256})
         forecaster = load_forecaster(model_dir)
         if windows.covariates is not None:   # history with its covariates and the known ones ahead
-            example = test_history(windows, series=2)
+            example = last_test_history(windows, series=2)
             prediction = forecast_frame(forecaster, example)
         elif windows.n_series == 1:  # a window of values in, the next values out
             example = windows.values[-windows.window:][None, :]

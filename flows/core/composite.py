@@ -18,18 +18,38 @@ def _strip(weights: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
-class Ensemble:
-    """N networks of one architecture; ``forward`` is their mean (the state: one per member)."""
+class _Networks:
+    """Several networks of one architecture behind one network's interface; parameters keyed
+    ``<KEY><index>/<name>``."""
+
+    KEY = ""
+    EMPTY = "no networks"
 
     def __init__(self, models: list):
         if not models:
-            raise ValueError("an ensemble needs at least one network")
+            raise ValueError(self.EMPTY)
         self.models = list(models)
         first = models[0]
         self.dtype, self.stateful, self.config = first.dtype, first.stateful, first.config
 
     def __len__(self) -> int:
         return len(self.models)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every network's parameters, keyed ``<KEY><index>/<name>``."""
+        return {f"{self.KEY}{k}/{name}": v for k, m in enumerate(self.models) for name, v in m.state_dict().items()}
+
+    @classmethod
+    def from_state_dict(cls, load_one, n: int, weights: dict):
+        """``load_one(weights)``: one network from its (prefix-stripped) parameters."""
+        return cls([load_one(_strip(weights, f"{cls.KEY}{k}/")) for k in range(n)])
+
+
+class Ensemble(_Networks):
+    """N networks of one architecture; ``forward`` is their mean (the state: one per member)."""
+
+    KEY = "m"
+    EMPTY = "an ensemble needs at least one network"
 
     def forward(self, X: np.ndarray, state=None, future: np.ndarray | None = None):
         states = state if state is not None else (None,) * len(self.models)
@@ -40,32 +60,11 @@ class Ensemble:
             new.append(s)
         return np.mean(outs, axis=0), tuple(new)
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Every member's parameters, keyed ``m<k>/<name>``."""
-        return {f"m{k}/{name}": v for k, m in enumerate(self.models) for name, v in m.state_dict().items()}
 
-    @classmethod
-    def from_state_dict(cls, build, n: int, weights: dict) -> "Ensemble":
-        members = []
-        for k in range(n):
-            m = build()
-            m.load_state_dict(_strip(weights, f"m{k}/"))
-            members.append(m)
-        return cls(members)
-
-
-class LocalModels:
+class LocalModels(_Networks):
     """One trained network per series (index = the series' position in ``Windows.ids``)."""
 
-    def __init__(self, models: list):
-        if not models:
-            raise ValueError("no per-series models")
-        self.models = list(models)
-        first = models[0]
-        self.dtype, self.stateful, self.config = first.dtype, first.stateful, first.config
-
-    def __len__(self) -> int:
-        return len(self.models)
+    EMPTY = "no per-series models"
 
     def of(self, series: int):
         return self.models[series]
@@ -85,12 +84,3 @@ class LocalModels:
                                        future=None if future is None else future[rows[lo:lo + batch]])[0]
                 for lo in range(0, len(rows), batch)])
         return out
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Every network's parameters, keyed ``<series index>/<name>``."""
-        return {f"{s}/{k}": v for s, m in enumerate(self.models) for k, v in m.state_dict().items()}
-
-    @classmethod
-    def from_state_dict(cls, load_one, n: int, weights: dict) -> "LocalModels":
-        """``load_one(weights)``: one series' network from its (prefix-stripped) parameters."""
-        return cls([load_one(_strip(weights, f"{s}/")) for s in range(n)])

@@ -123,9 +123,7 @@ def _load_model(config: dict, weights: dict):
         return m
 
     def one(w):   # --ensemble N: members keyed m<k>/<name>
-        if "ensemble" in config:
-            return Ensemble.from_state_dict(lambda: build_model(**config["model"]), config["ensemble"], w)
-        return network(w)
+        return Ensemble.from_state_dict(network, config["ensemble"], w) if "ensemble" in config else network(w)
 
     if "per_series_models" in config:   # --per-series: one per series, keyed <series>/…
         return LocalModels.from_state_dict(one, config["per_series_models"], weights)

@@ -227,7 +227,7 @@ def test_a_model_with_covariates_serves_what_it_was_evaluated_on(tmp_path, kind)
     from flows.core.evaluation import evaluate, forecast_next
     from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster
     from flows.core.training import train
-    from flows.tasks import test_history
+    from flows.tasks import last_test_history
 
     cfg = demand_config(demand_panel(tmp_path, ahead=12), model=kind)
     p, w = windows_of(cfg)
@@ -237,7 +237,7 @@ def test_a_model_with_covariates_serves_what_it_was_evaluated_on(tmp_path, kind)
     f = forecast_next(result.model, w)
     assert [str(d) for d in f.ds[:2]] == ["2014-01-31T00:00:00", "2014-01-31T00:30:00"]
     loaded = load_forecaster(save_forecaster(result.model, w, tmp_path / "model"))
-    served = forecast_frame(loaded, test_history(w, series=2))
+    served = forecast_frame(loaded, last_test_history(w, series=2))
     for s in range(2):
         last = np.flatnonzero(w.test.series == s)[-1]
         np.testing.assert_allclose(served["yhat"][12 * s:12 * s + 12], ev.predictions["model"][last], rtol=1e-6)
