@@ -13,12 +13,14 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from flows.core import covariates, ingest, report, statistical, windowing
@@ -35,6 +37,10 @@ from flows.runtime import ledger, tracking
 from flows.runtime.tracking import Promotion, Run
 
 log = logging.getLogger("nnforecast")
+
+#: Every stage runs uncached: the registry's run key decides what a rerun skips, and hashing the inputs (a whole
+#: panel's windows, trained models whose compiled layers do not pickle) was wasted work that logged an error.
+stage = partial(task, cache_policy=NO_CACHE)
 
 IO_RETRY_DELAYS = [float(s) for s in os.environ.get("NNFORECAST_IO_RETRY_DELAYS", "10,60,300").split(",") if s.strip()]
 
@@ -106,7 +112,7 @@ def _retry_io_only(task, task_run, state) -> bool:
     return isinstance(state.result(raise_on_failure=False), OSError)
 
 
-@task(retries=len(IO_RETRY_DELAYS), retry_delay_seconds=IO_RETRY_DELAYS or 0, retry_condition_fn=_retry_io_only)
+@stage(retries=len(IO_RETRY_DELAYS), retry_delay_seconds=IO_RETRY_DELAYS or 0, retry_condition_fn=_retry_io_only)
 def load_series(spec: DataSpec, positive: bool, run_id: str) -> Panel:
     """Read and validate the series (download once into the cache when needed)."""
     panel = ingest.load_series(spec, positive)
@@ -118,7 +124,7 @@ def load_series(spec: DataSpec, positive: bool, run_id: str) -> Panel:
     return panel
 
 
-@task
+@stage
 def make_windows(series: Panel, data: DataSpec, spec: WindowSpec, dtype: str) -> Windows:
     """Cut every series into scaled windows and chronological train/validation/test parts, with the covariates
     the run names (``data``: ``--n-values``, ``--season``, the covariates and calendar features)."""
@@ -136,7 +142,7 @@ def make_windows(series: Panel, data: DataSpec, spec: WindowSpec, dtype: str) ->
     return windows
 
 
-@task
+@stage
 def train_model(windows: Windows, model: ModelSpec, training: TrainSpec, tracking_spec: TrackingSpec,
                 training_key: str, run_id: str) -> TrainResult:
     """Train, keep the best validation epoch; per-epoch metrics and checkpoints go to MLflow.
@@ -183,14 +189,14 @@ def log_training(run: Run, result: TrainResult) -> None:
                      "train_seconds": result.seconds, "epochs_run": result.epochs_run})
 
 
-@task(task_run_name="train-series-{name}")
+@stage(task_run_name="train-series-{name}")
 def train_series(windows: Windows, name: str, model: ModelSpec, training: TrainSpec) -> TrainResult:
     """``--per-series``: one series' own network, trained on its windows alone (``Windows.only``; no per-epoch
     MLflow metrics or checkpoints: the combined run logs each series' outcome in ``per_series_training.csv``)."""
     return train(windows, model, training)
 
 
-@task
+@stage
 def combine_series_models(results: list[TrainResult], windows: Windows, run_id: str) -> TrainResult:
     """The per-series networks as one model; each series' best epoch, epochs, seconds and validation loss logged."""
     result = combine(results, LocalModels([r.model for r in results]))
@@ -206,7 +212,7 @@ def combine_series_models(results: list[TrainResult], windows: Windows, run_id: 
     return result
 
 
-@task
+@stage
 def evaluate_model(result: TrainResult, windows: Windows,
                    stat_baselines: str = "auto") -> tuple[Evaluation, Forecast]:
     """Test metrics (stateless and carried state) against the naive, seasonal naive, drift and statistical
@@ -224,7 +230,7 @@ def evaluate_model(result: TrainResult, windows: Windows,
     return evaluation, forecast
 
 
-@task
+@stage
 def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, forecast: Forecast,
                 run_id: str) -> dict[str, bytes]:
     """Final metrics (pooled, and across series: ``panel_*``), the figures, ``forecasts.csv`` (every series' next
@@ -242,7 +248,7 @@ def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation
     return pngs
 
 
-@task
+@stage
 def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, model_name: str,
                   run_key: str, forecast_key: str, run_id: str) -> Promotion:
     """Save the model (weights + JSON, no pickle), register a version, make it champion if it beats the champion."""
@@ -268,7 +274,7 @@ def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluati
     return promotion
 
 
-@task
+@stage
 def open_forecast_ledger(url: str | None) -> str:
     """Open (create or migrate) the forecast ledger before any work: an unreachable database fails the night
     before anything is trained, registered or written."""
@@ -279,7 +285,7 @@ def open_forecast_ledger(url: str | None) -> str:
         engine.dispose()
 
 
-@task
+@stage
 def record_forecasts(windows: Windows, forecast: Forecast, url: str | None, model_name: str, version: str,
                      run_id: str) -> int:
     """The night's published forecasts, with the naive and seasonal naive forecasts of the same targets, into the
@@ -302,7 +308,7 @@ def record_forecasts(windows: Windows, forecast: Forecast, url: str | None, mode
     return n
 
 
-@task
+@stage
 def write_report(cfg: RunConfig, series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation,
                  forecast: Forecast, promotion: Promotion, pngs: dict[str, bytes], run_id: str) -> None:
     """The run's markdown report in the Prefect UI (metrics table, registry decision, small figures)."""
@@ -312,7 +318,7 @@ def write_report(cfg: RunConfig, series: Panel, windows: Windows, result: TrainR
                              description=f"{cfg.model.model} test MAE {evaluation.model.mae:.3f}")
 
 
-@task
+@stage
 def report_unchanged(series: Panel, horizon: int, model_name: str, version, run_id: str) -> RunSummary:
     """Nothing to train: the registry already holds the model of this data and these parameters."""
     run = Run(run_id)

@@ -139,3 +139,33 @@ def test_failed_flow_marks_the_mlflow_run_failed_and_registers_nothing(harness, 
     runs = client.search_runs([client.get_experiment_by_name("flow-test").experiment_id],
                               order_by=["attributes.start_time DESC"], max_results=1)
     assert runs[0].info.status == "FAILED"
+
+
+@pytest.mark.flow
+def test_no_stage_tries_to_hash_its_inputs(harness, seeded_cache, monkeypatch):
+    """A trained GRU's compiled layer does not pickle: with Prefect's default cache policy every stage that takes
+    the model logged 'Error encountered when computing cache key' and a traceback, on every night."""
+    import logging
+
+    from flows.nightly import nightly
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.ERROR)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    monkeypatch.setenv("NNFORECAST_CACHE_DIR", str(seeded_cache))
+    collect = Collect()
+    prefect_log = logging.getLogger("prefect")   # Prefect's loggers do not propagate to the root
+    prefect_log.addHandler(collect)
+    try:
+        state = nightly(overrides=dict(model="gru", n_values=600, window=10, test_size=20, hidden_size=4, epochs=1,
+                                       experiment="no-cache", model_name="no-cache", stat_baselines="none"),
+                        return_state=True)
+    finally:
+        prefect_log.removeHandler(collect)
+    assert state.is_completed(), state
+    assert not [m for m in collect.messages if "cache key" in m], collect.messages
