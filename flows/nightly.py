@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from prefect import flow, unmapped
+from prefect.states import Completed
 from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -26,10 +27,11 @@ from flows import cli
 from flows.core import ingest
 from flows.core.config import ConfigError, RunConfig
 from flows.core.sources import DataError
-from flows.runtime import tracking
-from flows.tasks import (RunSummary, combine_series_models, evaluate_model, load_series, log_results, make_windows,
-                         open_forecast_ledger, publish_model, record_forecasts, report_unchanged, show_config,
-                         train_model, train_series, write_report)
+from flows.runtime import alerts, tracking
+from flows.tasks import (RunSummary, check_data_advanced, combine_series_models, evaluate_model, load_series,
+                         log_results, make_windows, open_forecast_ledger, publish_model, record_forecasts,
+                         report_no_new_data, report_unchanged, score_forecasts, show_config, train_model,
+                         train_series, write_report)
 
 
 #: Concurrent tasks (the --per-series trainings) in threads: one per core. Prefect's default is unbounded, and
@@ -37,7 +39,8 @@ from flows.tasks import (RunSummary, combine_series_models, evaluate_model, load
 TASK_THREADS = os.cpu_count() or 1
 
 
-@flow(name="nightly", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=TASK_THREADS))
+@flow(name="nightly", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=TASK_THREADS),
+      on_failure=[alerts.on_failure])
 def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) -> RunSummary:
     """Retrain the forecaster on the latest data, evaluate it against baselines, publish the forecast.
 
@@ -54,6 +57,13 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
     open_forecast_ledger(cfg.tracking.ledger_url)   # an unreachable ledger fails the night before any work
     with tracking.run(cfg.tracking.experiment, name, tags, params=cfg.public()) as run:
         series = load_series(cfg.data, cfg.windows.positive_only, run.id)
+        scored = score_forecasts(series, cfg.tracking.ledger_url, cfg.tracking.model_name, cfg.tracking.score_nights,
+                                 run.id)
+        nothing_new = check_data_advanced(series, cfg.data, cfg.tracking.ledger_url, cfg.tracking.model_name,
+                                          cfg.training_key(), run.id)
+        if nothing_new:
+            summary = report_no_new_data(series, nothing_new, scored, cfg.tracking.model_name, run.id)
+            return Completed(message=nothing_new, data=summary)
         run_key = tracking.run_key(series.sha256, cfg.training_key())
         done = tracking.find_version(cfg.tracking.model_name, run_key)
         if done is not None and not cfg.tracking.resume:  # a rerun of a night: same data, same parameters
@@ -66,12 +76,12 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
         else:
             result = train_model(windows, cfg.model, cfg.training, cfg.tracking, cfg.training_key(), run.id)
         evaluation, forecast = evaluate_model(result, windows, cfg.data.stat_baselines)
-        pngs = log_results(series, windows, result, evaluation, forecast, run.id)
+        pngs = log_results(series, windows, result, evaluation, forecast, run.id, cfg.tracking.figures)
         promotion = publish_model(series, windows, result, evaluation, cfg.tracking.model_name, run_key,
                                   tracking.forecast_key(cfg.public()), run.id)
         record_forecasts(windows, forecast, cfg.tracking.ledger_url, cfg.tracking.model_name, promotion.version,
                          run.id)
-        write_report(cfg, series, windows, result, evaluation, forecast, promotion, pngs, run.id)
+        write_report(cfg, series, windows, result, evaluation, forecast, promotion, pngs, scored, run.id)
     return RunSummary(run.id, promotion.version, promotion.status, evaluation.model.mae, evaluation.naive.mae,
                       forecast, promotion.previous_version)
 
@@ -114,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the flow run already recorded the traceback
         print(f"error: the nightly flow failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    if summary.status == "no new data":
+        print(f"done: {summary.forecast.note}; MLflow run {summary.run_id}")
+        return 0
     print(f"done: test MAE {summary.test_mae:.3f} vs naive {summary.naive_test_mae:.3f}; "
           f"model v{summary.version} is {summary.status}; MLflow run {summary.run_id}")
     if summary.forecast.note:

@@ -36,6 +36,7 @@ from typing import Any
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import as_completed
 from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -47,6 +48,7 @@ from flows.core.config import PARAMETERS, ConfigError, RunConfig, parse_value
 from flows.core.panel import Panel
 from flows.runtime import tracking
 from flows.runtime.cluster import dask_runner
+from flows.runtime.progress import Progress
 from flows.tasks import load_series, say
 from nncore import MODELS
 
@@ -152,6 +154,9 @@ def sweep(grid: dict[str, list] | None = None, preset: str | None = None, overri
         say(f"{len(configs)} configurations × {folds} folds of {base.windows.test_size} test values")
         futures = backtest_config.map(configs, [label(cfg, grid) for cfg in configs], unmapped(series),
                                       unmapped(fold_list), unmapped(level), unmapped(parent.id), unmapped(experiment))
+        progress = Progress("sweep-progress", len(configs), "configurations backtested")
+        for done, _ in enumerate(as_completed(futures), 1):
+            progress.update(done)
         entries = [f.result() for f in futures]
         summary = write_sweep_report(entries, level, parent.id)
     return {**summary, "parent_run_id": parent.id, "entries": entries}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flows.runtime import env  # noqa: F401  (environment defaults before prefect/mlflow import)
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -18,22 +19,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from flows.core import covariates, ingest, report, statistical, windowing
+from flows.core import covariates, ingest, realized, report, statistical, windowing
 from flows.core.calendar import compact_times, next_dates
 from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, TrackingSpec, TrainSpec, WindowSpec
 from flows.core.covariates import MissingFuture
 from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next, next_baselines
 from flows.core.panel import Panel
-from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster
-from flows.core.composite import LocalModels
-from flows.core.training import TrainResult, combine, train
+from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster, warm_start_weights
+from flows.core.composite import Ensemble, LocalModels
+from flows.core.training import TrainResult, build, combine, train
+from flows.core.realized import Realized
 from flows.core.windowing import Windows
-from flows.runtime import ledger, tracking
+from flows.runtime import alerts, ledger, tracking
+from flows.runtime.progress import Progress
 from flows.runtime.tracking import Promotion, Run
 
 log = logging.getLogger("nnforecast")
@@ -152,7 +156,13 @@ def train_model(windows: Windows, model: ModelSpec, training: TrainSpec, trackin
     """
     run = Run(run_id)
     epoch_logger = run.epoch_logger()
-    resume = None
+    resume = init = None
+    if training.init == "champion" and not tracking_spec.resume:
+        init, started = warm_start(windows, model, training, tracking_spec.model_name)
+        if init is not None and training.warm_epochs:
+            training = dataclasses.replace(training, epochs=training.warm_epochs)
+        run.set_tags({"init_from": started, "init_warm": init is not None})
+        say(f"starting weights: {started}")
     if tracking_spec.resume:
         source_run = tracking.resumable_run(tracking_spec.experiment, tracking_spec.resume, training_key)
         resume = tracking.load_checkpoint(source_run, training_key)
@@ -161,9 +171,12 @@ def train_model(windows: Windows, model: ModelSpec, training: TrainSpec, trackin
             Run(source_run).end("KILLED")
         say(f"resuming run {source_run} after epoch {resume.epoch}")
 
+    progress = Progress("training-progress", training.epochs, "epochs trained")
+
     def on_epoch(epoch: int, m: dict) -> None:
         epoch_logger(epoch, m)
         if epoch % training.log_every == 0 or epoch == 1 or epoch == training.epochs:
+            progress.update(epoch, f"; validation loss {m['val_loss']:.3e}")
             say(f"epoch {epoch:4d}/{training.epochs}  train {m['train_loss']:.3e}  val {m['val_loss']:.3e}  "
                 f"grad {m['grad_norm']:.2e}  {m['epoch_seconds'] * 1000:.0f} ms")
 
@@ -173,13 +186,32 @@ def train_model(windows: Windows, model: ModelSpec, training: TrainSpec, trackin
         say(f"checkpoint after epoch {ckpt.epoch}")
 
     try:
-        result = train(windows, model, training, on_epoch, on_checkpoint=on_checkpoint, resume=resume)
+        result = train(windows, model, training, on_epoch, on_checkpoint=on_checkpoint, resume=resume, init=init)
     finally:
         epoch_logger.flush()
     log_training(run, result)
+    progress.finish(f"{result.epochs_run} of {training.epochs}{' (stopped early)' if result.stopped_early else ''}; "
+                    f"best epoch {result.best_epoch}")
     say(f"trained {result.epochs_run} epochs in {result.seconds:.1f} s on {result.backend}; "
         f"best validation epoch {result.best_epoch}")
     return result
+
+
+def warm_start(windows: Windows, model: ModelSpec, training: TrainSpec, model_name: str) -> tuple[dict | None, str]:
+    """``--init champion``: the champion's weights when they fit tonight's model, and what the training starts from
+    (the champion's version and weights hash, or why it starts from random weights)."""
+    cold = f"random weights (seed {training.seed})"
+    found = tracking.champion_weights(model_name)
+    if found is None:
+        return None, f"{cold}: {model_name} has no champion yet"
+    version, config, weights = found
+    rng = np.random.default_rng(training.seed)
+    fresh = build(model, windows, rng) if training.ensemble == 1 else \
+        Ensemble([build(model, windows, rng) for _ in range(training.ensemble)])
+    init, reason = warm_start_weights(config, weights, fresh)
+    if init is None:
+        return None, f"{cold}: the champion v{version} does not fit: {reason}"
+    return init, f"the champion v{version} (weights sha256 {config.get('weights_sha256', '?')[:12]}…)"
 
 
 def log_training(run: Run, result: TrainResult) -> None:
@@ -232,14 +264,15 @@ def evaluate_model(result: TrainResult, windows: Windows,
 
 @stage
 def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, forecast: Forecast,
-                run_id: str) -> dict[str, bytes]:
+                run_id: str, figures: bool = True) -> dict[str, bytes]:
     """Final metrics (pooled, and across series: ``panel_*``), the figures, ``forecasts.csv`` (every series' next
     values) and ``per_series.csv`` to the MLflow run; returns the figures (PNG bytes)."""
     run = Run(run_id)
     one = {f"forecast_{i + 1}": v for i, (_, v) in enumerate(forecast.rows())} if windows.n_series == 1 else {}
     run.log_metrics({**evaluation.metrics(), **{f"panel_{k}": v for k, v in evaluation.panel().items()}, **one})
-    pngs = report.run_figures(series, windows, evaluation, result)
-    run.log_files(pngs, "figures")
+    pngs = report.run_figures(series, windows, evaluation, result) if figures else {}
+    if pngs:
+        run.log_files(pngs, "figures")
     run.log_files({"forecasts.csv": forecast.frame().to_csv(index=False).encode(),
                    "per_series.csv": pd.DataFrame(evaluation.per_series).to_csv(index=False).encode()})
     if windows.skipped:
@@ -308,12 +341,114 @@ def record_forecasts(windows: Windows, forecast: Forecast, url: str | None, mode
     return n
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What the night's scoring found: the realized errors and their figure (PNG; None before any matured)."""
+
+    realized: Realized
+    png: bytes | None
+    newly_scored: int
+
+
+@stage
+def score_forecasts(series: Panel, url: str | None, model_name: str, window: int, run_id: str) -> Scored:
+    """Before training: join the published forecasts whose target has now been observed with the actual values,
+    then log the realized errors (per night, with the night as step and timestamp, and over the last ``window``
+    nights and all) and the figure "realized error over nights" to the MLflow run."""
+    actuals = pd.DataFrame({"unique_id": np.repeat(series.ids.astype(str), series.lengths), "ds": series.times,
+                            "y": series.values})
+    engine = ledger.open_ledger(url)
+    try:
+        n = ledger.score(engine, model_name, actuals)
+        rows = ledger.read(engine, model_name)
+    finally:
+        engine.dispose()
+    real = realized.realized(rows, realized.naive_scales(series.ids, lambda s: series.series(s)[1]), window)
+    run = Run(run_id)
+    png = None
+    if real.n_nights:
+        nights = real.nights
+        run.log_history({f"realized_night_{k}": nights[f"{name}_mae"].to_numpy() for name, k in
+                         (("model", "mae"), ("naive", "naive_mae"), ("snaive", "snaive_mae"))},
+                        np.arange(1, real.n_nights + 1), nights["origin"].to_numpy())
+        run.log_metrics(real.metrics(), step=real.n_nights)
+        png = report.render_png({"realized_error.png": report.figure_realized(real)})["realized_error.png"]
+        run.log_files({"realized_error.png": png}, "figures")
+        run.log_files({"realized_nights.csv": nights.to_csv(index=False).encode(),
+                       "realized_by_version.csv": real.by_version.to_csv(index=False).encode()})
+    run.set_tags({"realized_scored": n, "realized_nights": real.n_nights})
+    say(f"scored {n} matured forecasts of {model_name}. {real.sentence()}")
+    return Scored(real, png, n)
+
+
+class StaleData(RuntimeError):
+    """The source's newest value is older than ``--max-staleness``: the upstream feed has stopped."""
+
+
+@stage
+def check_data_advanced(series: Panel, data: DataSpec, url: str | None, model_name: str, training_key: str,
+                        run_id: str) -> str | None:
+    """Fail when the newest value is older than ``--max-staleness`` (from now, or from ``--as-of``); return why there
+    is nothing to do when it is no newer than the origin of the last successful night's forecasts (made with the
+    same training parameters), else None."""
+    newest = pd.Timestamp(series.last.max())
+    now = pd.Timestamp(data.as_of) if data.as_of else pd.Timestamp.now(tz="UTC").tz_localize(None)
+    run = Run(run_id)
+    if data.max_staleness is not None and now - newest > pd.Timedelta(data.max_staleness):
+        age = now - newest
+        run.set_tags({"stale_data": f"newest value {newest} is {age} old"})
+        raise StaleData(f"{series.source}: the data is stale: its newest value ({newest}) is {age} old at {now} "
+                        f"(--max-staleness {data.max_staleness}); the source has stopped updating; nothing was "
+                        "trained or registered")
+    engine = ledger.open_ledger(url)
+    try:
+        nights = ledger.origins(engine, model_name)
+    finally:
+        engine.dispose()
+    # a replayed night (--as-of) is done when its own origin is recorded; a live one when no later origin exists
+    done = nights[nights["origin"] == newest] if data.as_of else nights[nights["origin"] >= newest]
+    if done.empty:
+        return None
+    origin, run_id = done["origin"].iloc[-1], done["run_id"].iloc[-1]
+    try:
+        before = run.client.get_run(run_id)
+    except MlflowException:   # the run that recorded it is gone: train
+        return None
+    if before.info.status != "FINISHED" or before.data.tags.get("training_key") != training_key:
+        return None   # that night failed after recording, or other parameters: this is not a rerun of it
+    return (f"no new data: the newest value of {series.source} ({newest}) is no newer than the forecast origin "
+            f"of the last successful night ({origin}, MLflow run {run_id}); nothing trained or registered")
+
+
+@stage
+def report_no_new_data(series: Panel, message: str, scored: Scored, model_name: str, run_id: str) -> RunSummary:
+    """End the night without training: the MLflow run is tagged, a Prefect event is raised and the report says why."""
+    run = Run(run_id)
+    run.set_tags({"skipped": "no new data", "data_last_date": str(series.last.max())})
+    alerts.emit("nnforecast.data.not-advanced", model_name,
+                {"source": series.source, "newest": str(series.last.max()), "message": message}, run_id)
+    say(message)
+    lines = ["# Nightly forecast: no new data", "", message + ".", "", scored.realized.sentence()]
+    if scored.png:
+        lines += ["", f"![realized error]({report.inline_png(scored.png)})"]
+    create_markdown_artifact(key="nightly-report", markdown="\n".join(lines), description="no new data")
+    try:
+        champion = run.client.get_model_version_by_alias(model_name, tracking.CHAMPION)
+        version = str(champion.version)
+    except MlflowException:
+        version = ""
+    return RunSummary(run_id, version, "no new data", np.nan, np.nan, Forecast.none(message))
+
+
 @stage
 def write_report(cfg: RunConfig, series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation,
-                 forecast: Forecast, promotion: Promotion, pngs: dict[str, bytes], run_id: str) -> None:
-    """The run's markdown report in the Prefect UI (metrics table, registry decision, small figures)."""
+                 forecast: Forecast, promotion: Promotion, pngs: dict[str, bytes], scored: Scored, run_id: str) -> None:
+    """The run's markdown report in the Prefect UI (metrics table, registry decision, realized accuracy, small
+    figures)."""
+    figures = {**({"realized_error.png": scored.png} if scored.png else {}), **pngs}
     markdown = report.markdown_report(cfg, series, windows, result, evaluation, forecast,
-                                      promotion.sentence(cfg.tracking.model_name), pngs, Run(run_id).url())
+                                      promotion.sentence(cfg.tracking.model_name) + "\n\n" + scored.realized.sentence(),
+                                      figures, Run(run_id).url())
     create_markdown_artifact(key="nightly-report", markdown=markdown,
                              description=f"{cfg.model.model} test MAE {evaluation.model.mae:.3f}")
 

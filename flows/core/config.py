@@ -29,6 +29,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
+import pandas as pd
+
 from nncore import BACKENDS, DTYPES, LOSSES, MODELS, OPTIMIZERS
 
 from .calendar import FrequencyError, parse_freq
@@ -99,6 +101,22 @@ def is_flag(v) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
+def is_timestamp(v) -> str | None:
+    try:
+        pd.Timestamp(v)
+    except (ValueError, TypeError):
+        return "not a date or date-time (ISO: 2008-04-11 or 2008-04-11T00:00)"
+    return None
+
+
+def is_duration(v) -> str | None:
+    try:
+        d = pd.Timedelta(v)
+    except (ValueError, TypeError):
+        return "not a duration (36h, 3D, 2W, 90min)"
+    return None if d > pd.Timedelta(0) else "must be longer than zero"
+
+
 def param(default, help: str, check: Callable[[Any], str | None] | None = None, *, choices=None,
           optional: bool = False, nullable: bool = False, training: bool = True, keyed_when_set: bool = False):
     """A spec field: its help text, its check (or registry of choices), whether 0/None means "none"
@@ -164,6 +182,12 @@ class DataSpec(_Spec):
     calendar: str | None = param(None, "calendar features of the timestamps, known in advance (comma list of "
                                        "hour, dayofweek, month, dayofyear, weekend; sine/cosine pairs)",
                                  covariates.check_calendar, optional=True, keyed_when_set=True)
+    as_of: str | None = param(None, "point in time: use only the values at or before this timestamp (replays a past "
+                                    "night as it was; default: everything the source holds)", is_timestamp,
+                              optional=True, training=False)
+    max_staleness: str | None = param(None, "fail the night (and notify) when the newest value is older than this "
+                                            "(a duration: 36h, 3D, 2W); measured from now, or from --as-of",
+                                      is_duration, optional=True, training=False)
     stat_baselines: str = param("auto", "statistical baselines fitted on each series' history before its test "
                                         "period: auto (AutoETS when statsforecast is installed) | none | a comma "
                                         "list of ets, arima, theta", statistical.check, training=False)
@@ -223,6 +247,12 @@ class TrainSpec(_Spec):
     seed: int = param(0, "random seed (initialisation and shuffling)", is_seed)
     ensemble: int = param(1, "train N networks from seeds seed … seed+N-1 and forecast with their mean (N > 1: "
                              "not checkpointed)", is_count, keyed_when_set=True)
+    init: str = param("none", "starting weights: none (random, from --seed) | champion (the registered champion's "
+                              "weights when its architecture and inputs match, else random with the reason logged)",
+                      choices=("none", "champion"), keyed_when_set=True)
+    warm_epochs: int | None = param(None, "epochs when the training starts from the champion's weights (--init "
+                                          "champion; default: --epochs)", is_count, optional=True,
+                                    keyed_when_set=True)
     log_every: int = param(25, "print training progress every N epochs", is_count, training=False)
     checkpoint_every: int | None = param(25, "save a training checkpoint to the MLflow run every N epochs (0: never)",
                                          is_count, optional=True, training=False)
@@ -237,6 +267,15 @@ class TrackingSpec(_Spec):
     ledger_url: str | None = param(None, "the forecast ledger's database, a SQLAlchemy URL (${NAME} is read from the "
                                          "environment; default: ledger.db beside the MLflow store)", is_name,
                                    optional=True, training=False)
+    notify: str | None = param(None, "Prefect notification block told when a night fails (block-type/name, e.g. "
+                                     "custom-webhook/nightly-alerts; default: $NNFORECAST_NOTIFY_BLOCK)", is_name,
+                               optional=True, training=False)
+    figures: bool = param(True, "draw the run's figures (series, test forecast, loss curves, residuals) into MLflow "
+                                "and the report (the backfill leaves them out: --no-figures)", is_flag,
+                          training=False)
+    score_nights: int = param(20, "realized errors: the rolling window of scored nights (metrics realized_*_last); "
+                                  "a champion needs this many scored nights before promotion is by realized accuracy",
+                              is_count, training=False)
     resume: str | None = param(None, "continue an interrupted run from its last checkpoint: its MLflow run id, or "
                                      "'latest' (the newest unfinished run of this experiment with the same training "
                                      "parameters)", is_name, optional=True, training=False)
@@ -338,6 +377,9 @@ class RunConfig:
         if both:
             _fail("future_covariates", cfg.data.future_covariates, f"{', '.join(sorted(both))} also named in "
                   "--past-covariates: a covariate is either observed (past) or known in advance (future)")
+        if cfg.model.per_series and cfg.training.init == "champion":
+            _fail("init", "champion", "per-series networks do not start from the champion's weights: rerun without "
+                                      "--init champion, or train one global network")
         if (cfg.model.per_series or cfg.training.ensemble > 1) and cfg.tracking.resume:
             _fail("resume", cfg.tracking.resume, "per-series networks and ensembles are not checkpointed: rerun "
                                                  "without --resume")

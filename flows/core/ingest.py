@@ -406,5 +406,12 @@ def load_series(spec: DataSpec, positive: bool = False) -> Panel:
         table, label, date_column, [c.strip() for c in value_column.split(",")],
         [c.strip() for c in id_column.split(",")] if id_column else [], freq, spec.max_gap, spec.fill, positive,
         cov_flags)
-    return Panel(ids, offsets, times, values, freq, shown, str(path), hashlib.sha256(data).hexdigest(), filled,
-                 cov, tuple(cov_flags), future)
+    panel = Panel(ids, offsets, times, values, freq, shown, str(path), hashlib.sha256(data).hexdigest(), filled,
+                  cov, tuple(cov_flags), future)
+    if spec.as_of is None:
+        return panel
+    when = np.datetime64(pd.Timestamp(spec.as_of).to_datetime64(), times.dtype.name.split("[")[1][:-1])
+    cut = panel.as_of(when, tuple(covariates.names(spec.future_covariates)))
+    if cut.n_series == 0:
+        raise DataError(f"{label}: no value at or before --as-of {spec.as_of} (the first is {_show(times.min())})")
+    return cut

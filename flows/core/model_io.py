@@ -5,6 +5,7 @@ The config holds everything needed to turn raw values into a forecast: the archi
 series, ``scalers`` (one set of constants per series) and ``series`` (their ids) for a model of a
 panel; ``per_series_models`` (their number; weights keyed ``<series index>/<name>``) when every series
 has its own network (``--per-series``), ``ensemble`` (members keyed ``m<k>/<name>``) for ``--ensemble``.
+:func:`warm_start_weights` decides whether a saved forecaster's weights can start tonight's training.
 """
 from __future__ import annotations
 
@@ -104,15 +105,84 @@ class Forecaster:
         return np.array([self.series[str(s)] for s in ids], dtype=np.int64)
 
 
-def load_forecaster(directory: Path) -> Forecaster:
+def read_forecaster(directory: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The config dict and the weights of a saved forecaster, as written (no model is built)."""
     directory = Path(directory)
     config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{directory / CONFIG}: unsupported format_version {config.get('format_version')!r}")
     with np.load(directory / WEIGHTS, allow_pickle=False) as weights:
-        weights = {k: weights[k] for k in weights.files}
+        return config, {k: weights[k] for k in weights.files}
+
+
+def load_forecaster(directory: Path) -> Forecaster:
+    config, weights = read_forecaster(directory)
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{Path(directory) / CONFIG}: unsupported format_version {config.get('format_version')!r}")
     model = _load_model(config, weights)
     return Forecaster(model, config)
+
+
+#: ``model.config`` keys that neither shape the parameters nor change what they compute (none is saved today)
+NOT_ARCHITECTURE = ("backend",)
+#: how a model kind reads in a sentence
+_KIND_NAMES = {"rnn": "an rnn", "gru": "a gru", "lstm": "an lstm", "mlp": "an mlp", "linear": "a linear model"}
+
+
+def warm_start_weights(saved_config: dict, weights: dict, model, series=None) -> tuple[dict | None, str]:
+    """The saved forecaster's weights for ``model`` (built for tonight's windows), if they fit it.
+
+    ``saved_config``, ``weights``: as :func:`save_forecaster` writes them (:func:`read_forecaster`);
+    ``model``: a network, :class:`~flows.core.composite.Ensemble` or :class:`~flows.core.composite.LocalModels`;
+    ``series``: tonight's series ids, needed for per-series models (each network belongs to one series).
+
+    They fit when the architecture is the same (``model.config`` equal but for :data:`NOT_ARCHITECTURE`: kind,
+    hidden size, input, output and future sizes, dtype, and the window for the kinds whose weights depend on it —
+    a recurrent network reads any window length), the layout is the same (ensemble size, per-series networks, and
+    for those the same series in the same order) and every parameter has its shape.
+
+    Returns ``(state dict, "")`` when they fit, else ``(None, reason)``: one sentence naming what differs.
+    """
+    if saved_config.get("format_version") != FORMAT_VERSION:
+        return None, f"the champion was saved in format {saved_config.get('format_version')!r}, not {FORMAT_VERSION}"
+    champion = {k: v for k, v in saved_config["model"].items() if k not in NOT_ARCHITECTURE}
+    tonight = {k: v for k, v in model.config.items() if k not in NOT_ARCHITECTURE}
+    if champion != tonight:
+        return None, f"the champion is {_describe(champion, tonight)}; tonight's model is {_describe(tonight, champion)}"
+    one = model.of(0) if isinstance(model, LocalModels) else model
+    layouts = (_layout(saved_config.get("per_series_models"), saved_config.get("ensemble")),
+               _layout(len(model) if isinstance(model, LocalModels) else None,
+                       len(one) if isinstance(one, Ensemble) else None))
+    if layouts[0] != layouts[1]:
+        return None, f"the champion is {layouts[0]}; tonight's model is {layouts[1]}"
+    if isinstance(model, LocalModels):
+        if series is None:
+            raise ValueError("per-series models: pass tonight's series ids (series=windows.ids)")
+        theirs, ours = list(saved_config.get("series", [])), [str(s) for s in series]
+        if theirs != ours:
+            new, gone = [s for s in ours if s not in theirs], [s for s in theirs if s not in ours]
+            change = " and ".join([*([f"adds {new[:3]}"] if new else []), *([f"drops {gone[:3]}"] if gone else [])])
+            what = f"tonight {change}" if change else "the same series in another order"
+            return None, f"the champion's per-series networks are of other series than tonight's ({what})"
+    shapes = {k: np.shape(v) for k, v in weights.items()}
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if shapes != expected:
+        diff = sorted(k for k in shapes.keys() | expected.keys() if shapes.get(k) != expected.get(k))
+        return None, (f"the champion's weights do not fit tonight's model: {diff[0]} is "
+                      f"{shapes.get(diff[0], 'missing')} in the champion, {expected.get(diff[0], 'missing')} tonight")
+    return dict(weights), ""
+
+
+def _describe(config: dict, other: dict) -> str:
+    """``config``'s kind and the settings in which it differs from ``other``: 'a gru with hidden size 32'."""
+    kind = config["kind"]
+    details = [f"{k.replace('_', ' ')} {v}" for k, v in sorted(config.items())
+               if k != "kind" and v != other.get(k)]
+    return _KIND_NAMES.get(kind, f"a {kind}") + (f" with {' and '.join(details)}" if details else "")
+
+
+def _layout(per_series: int | None, ensemble: int | None) -> str:
+    """How many networks and how they are arranged: 'one network', 'an ensemble of 3 networks per series (5 series)'."""
+    each = f"an ensemble of {ensemble} networks" if ensemble else "one network"
+    return f"{each} per series ({per_series} series)" if per_series else each
 
 
 def _load_model(config: dict, weights: dict):

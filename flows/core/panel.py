@@ -7,6 +7,7 @@ is a panel of one.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -80,9 +81,42 @@ class Panel:
                        values=self.values[keep],
                        covariates=None if self.covariates is None else self.covariates[keep])
 
+    def as_of(self, when: np.datetime64, known: tuple = ()) -> "Panel":
+        """The panel as it was at ``when``: every series' values at or before it (a series with none is left out).
+        The rows after it keep their ``known`` covariate columns (known in advance) as :class:`FutureRows`, ahead of
+        any the file had. The checksum names the point in time, so each night's data has its own."""
+        keep = self.times <= when
+        series_of = np.repeat(np.arange(self.n_series), self.lengths)
+        lengths = np.bincount(series_of[keep], minlength=self.n_series)
+        if lengths.sum() == len(self):
+            return replace(self, sha256=_sha_as_of(self.sha256, when))
+        present = lengths > 0
+        future = self.future
+        if known and self.covariates is not None:
+            cols = [self.covariate_names.index(c) for c in known]
+            rows = [np.flatnonzero(~keep & (series_of == s)) for s in np.flatnonzero(present)]
+            old = [np.empty((0, len(cols)))] * len(rows) if future is None else \
+                [future.of(s) for s in np.flatnonzero(present)]
+            old_t = [np.empty(0, self.times.dtype)] * len(rows) if future is None else \
+                [future.times[future.offsets[s]:future.offsets[s + 1]] for s in np.flatnonzero(present)]
+            blocks = [np.concatenate([self.covariates[r][:, cols], o]) for r, o in zip(rows, old)]
+            future = FutureRows(np.concatenate([[0], np.cumsum([len(b) for b in blocks])]),
+                                np.concatenate([np.concatenate([self.times[r], t]) for r, t in zip(rows, old_t)]),
+                                np.concatenate(blocks) if blocks else np.empty((0, len(cols))))
+        elif future is not None:
+            future = None   # no known covariates asked for: the rows ahead are not needed
+        return replace(self, ids=self.ids[present], offsets=np.concatenate([[0], np.cumsum(lengths[present])]),
+                       times=self.times[keep], values=self.values[keep],
+                       covariates=None if self.covariates is None else self.covariates[keep],
+                       sha256=_sha_as_of(self.sha256, when), future=future)
+
     def column(self, name: str) -> np.ndarray:
         """A covariate column (N,) by name."""
         return self.covariates[:, self.covariate_names.index(name)]
+
+
+def _sha_as_of(sha256: str, when: np.datetime64) -> str:
+    return hashlib.sha256(f"{sha256}:as-of:{when}".encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

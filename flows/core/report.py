@@ -13,12 +13,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from . import statistical  # noqa: E402
 from .backtest import SweepEntry  # noqa: E402
 from .config import RunConfig  # noqa: E402
 from .evaluation import Evaluation, Forecast  # noqa: E402
 from .panel import Panel  # noqa: E402
+from .realized import Realized  # noqa: E402
 from .training import TrainResult  # noqa: E402
 from .windowing import Windows  # noqa: E402
 
@@ -131,6 +133,26 @@ def figure_panel(windows: Windows, evaluation: Evaluation):
         ax.set_title(f"{which}: {t['unique_id'][s]} (MASE {t['model_mase'][s]:.2f})", fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=30)
     axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figure_realized(real: Realized):
+    """Realized error over nights: each night's MAE of the model, naive and seasonal naive forecasts (dots) and
+    their rolling mean over the last ``window`` nights (lines)."""
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    nights = real.nights
+    x = pd.to_datetime(nights["origin"])
+    for name, label, color in (("model", "model", "C0"), ("naive", "naive", "C1"), ("snaive", "seasonal naive", "C2")):
+        y = nights[f"{name}_mae"]
+        ax.plot(x, y, ".", color=color, alpha=0.35, markersize=4)
+        ax.plot(x, y.rolling(real.window, min_periods=1).mean(), color=color, lw=1.6,
+                label=f"{label} (rolling {real.window})")
+    ax.set_title("realized error over nights: model vs naive vs seasonal naive")
+    ax.set_xlabel("forecast origin (night)")
+    ax.set_ylabel("realized MAE")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
     fig.tight_layout()
     return fig
 

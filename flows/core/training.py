@@ -2,7 +2,9 @@
 
 Pure function of (windows, model spec, training spec); the Prefect task wraps it and forwards the
 per-epoch metrics to MLflow through ``on_epoch`` and the checkpoints (every ``checkpoint_every``
-epochs, see :mod:`flows.core.checkpoint`) through ``on_checkpoint``; ``resume`` continues from one.
+epochs, see :mod:`flows.core.checkpoint`) through ``on_checkpoint``; ``resume`` continues from one;
+``init`` starts from given weights (a warm start from the champion's, see
+:func:`flows.core.model_io.warm_start_weights`).
 """
 from __future__ import annotations
 
@@ -82,17 +84,36 @@ def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: in
 
 def train(windows: Windows, model_spec: ModelSpec, spec: TrainSpec,
           on_epoch: Callable[[int, dict], None] | None = None,
-          on_checkpoint: Callable[[Checkpoint], None] | None = None, resume: Checkpoint | None = None) -> TrainResult:
+          on_checkpoint: Callable[[Checkpoint], None] | None = None, resume: Checkpoint | None = None, *,
+          init: dict[str, np.ndarray] | None = None) -> TrainResult:
     """Train a model of ``model_spec`` on ``windows.train``, keeping the best validation epoch; with
     ``spec.ensemble`` N > 1, N networks from seeds ``seed … seed+N−1`` one after another, as one
-    :class:`~flows.core.composite.Ensemble` (``on_epoch`` sees the first member's epochs; no checkpoints)."""
+    :class:`~flows.core.composite.Ensemble` (``on_epoch`` sees the first member's epochs; no checkpoints).
+
+    ``init``: the weights to start from (see :func:`train_one`); for an ensemble, the ensemble's state dict,
+    each member starting from its own ``m<k>/…`` entries.
+    """
+    _check_start(resume, init)
     if spec.ensemble > 1:
         if resume is not None:
             raise ValueError("an ensemble is not checkpointed: it cannot resume")
         members = [train_one(windows, model_spec, dataclasses.replace(spec, seed=spec.seed + k, ensemble=1),
-                             on_epoch if k == 0 else None) for k in range(spec.ensemble)]
+                             on_epoch if k == 0 else None, init=None if init is None else _member(init, k))
+                   for k in range(spec.ensemble)]
         return combine(members, Ensemble([m.model for m in members]))
-    return train_one(windows, model_spec, spec, on_epoch, on_checkpoint, resume)
+    return train_one(windows, model_spec, spec, on_epoch, on_checkpoint, resume, init=init)
+
+
+def _check_start(resume: Checkpoint | None, init: dict | None) -> None:
+    if resume is not None and init is not None:
+        raise ValueError("resume (continue a checkpoint) and init (start from given weights) exclude each other: "
+                         "pass one of them")
+
+
+def _member(weights: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """Ensemble member ``k``'s parameters out of the ensemble's state dict (keys ``m<k>/<name>`` → ``<name>``)."""
+    prefix = f"{Ensemble.KEY}{k}/"
+    return {name[len(prefix):]: v for name, v in weights.items() if name.startswith(prefix)}
 
 
 def combine(results: list[TrainResult], model) -> TrainResult:
@@ -121,16 +142,21 @@ def combine(results: list[TrainResult], model) -> TrainResult:
 def train_one(windows: Windows, model_spec: ModelSpec, spec: TrainSpec,
               on_epoch: Callable[[int, dict], None] | None = None,
               on_checkpoint: Callable[[Checkpoint], None] | None = None,
-              resume: Checkpoint | None = None) -> TrainResult:
+              resume: Checkpoint | None = None, *, init: dict[str, np.ndarray] | None = None) -> TrainResult:
     """Train one network of ``model_spec`` on ``windows.train``, keeping the best validation epoch.
 
     ``on_checkpoint(ckpt)`` is called every ``spec.checkpoint_every`` epochs with the state that
     ``resume=ckpt`` continues from (same weights at the end as without the interruption).
+    ``init``: a state dict of this architecture (e.g. the champion's) to start from instead of the seed's
+    random weights; the seed still draws them first, so the shuffling is the same as without ``init``.
     Raises :class:`TrainingDiverged` naming the epoch when the training loss, the gradient norm
     or the validation loss becomes non-finite.
     """
+    _check_start(resume, init)
     rng = np.random.default_rng(spec.seed)
     model = build(model_spec, windows, rng)
+    if init is not None:
+        model.load_state_dict(init)
     opt = OPTIMIZERS[spec.optimizer](model, lr=spec.lr)
     reg = Regularization(l1=spec.l1, l2=spec.l2) if (spec.l1 or spec.l2) else None
     X, y = windows.train.X, windows.train.y

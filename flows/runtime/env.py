@@ -3,7 +3,7 @@
 * ``PREFECT_HOME`` in the project (git-ignored), not the machine-wide ``~/.prefect``;
 * no telemetry (Prefect server analytics also races the temporary server's startup lock);
 * a startup timeout that a cold temporary server on 2 cores meets;
-* a quiet console: Prefect's own INFO lines go to the UI, not the terminal.
+* a quiet console: Prefect's own INFO lines go to the UI, not the terminal; no MLflow download progress bars.
 """
 import os
 
@@ -16,6 +16,7 @@ DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",   # a progress bar per artifact download, on a log file
 }
 
 for key, value in DEFAULTS.items():

@@ -12,12 +12,21 @@ origin (a rerun of a night does not duplicate them), in one transaction, so a fa
 was. The schema is versioned (table ``ledger_schema``) and created or migrated by :func:`open_ledger`; a ledger
 written by a newer version of the project is refused rather than misread.
 
+Each night, before training, the forecasts whose target has since been observed get their ``actual`` value
+(:func:`score`); realized errors are ``yhat - actual`` (and ``naive - actual``, ``snaive - actual``).
+
 Query it with any SQL client, e.g. the last night's forecasts of one series::
 
     SELECT ds, yhat, naive, snaive, model_version FROM forecasts
     WHERE model_name = 'nncore-forecaster' AND unique_id = 'y'
       AND origin = (SELECT max(origin) FROM forecasts WHERE model_name = 'nncore-forecaster')
     ORDER BY step;
+
+or the realized MAE of each night against the naive forecast's::
+
+    SELECT origin, avg(abs(yhat - actual)) AS mae, avg(abs(naive - actual)) AS naive_mae, count(*) AS n
+    FROM forecasts WHERE model_name = 'nncore-forecaster' AND actual IS NOT NULL
+    GROUP BY origin ORDER BY origin;
 """
 from __future__ import annotations
 
@@ -27,15 +36,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import (Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, delete, func,
-                        insert, select, tuple_)
+from sqlalchemy import (Column, DateTime, Float, Integer, MetaData, String, Table, bindparam, create_engine, delete,
+                        func, insert, inspect, select, text, tuple_, update)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from flows.core.files import PROJECT_ROOT
 from flows.core.sources import expand_env
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 forecasts = Table(
@@ -51,6 +60,8 @@ forecasts = Table(
     Column("model_version", String(50), nullable=False),
     Column("run_id", String(64), nullable=False),
     Column("created_at", DateTime, nullable=False),
+    Column("actual", Float),                         # the observed value at ds, once it is (schema version 2)
+    Column("scored_at", DateTime),                   # when it was joined (schema version 2)
 )
 schema = Table("ledger_schema", metadata, Column("version", Integer, primary_key=True),
                Column("applied_at", DateTime, nullable=False))
@@ -94,6 +105,10 @@ def open_ledger(url: str | None) -> Engine:
             elif version > SCHEMA_VERSION:
                 raise LedgerError(f"ledger {shown(url)}: schema version {version} was written by a newer version "
                                   f"of the project (this one reads version {SCHEMA_VERSION}); upgrade it")
+            else:
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[v](conn)
+                    conn.execute(insert(schema).values(version=v, applied_at=_now()))
     except SQLAlchemyError as e:
         engine.dispose()
         raise LedgerError(f"ledger {shown(url)}: cannot open it: {type(e).__name__}: {str(e).splitlines()[0]}") \
@@ -101,12 +116,27 @@ def open_ledger(url: str | None) -> Engine:
     return engine
 
 
+def _add_columns(conn, *names: str) -> None:
+    """Add columns of :data:`forecasts` that an older schema lacks (``ALTER TABLE … ADD COLUMN``, any dialect)."""
+    have = {c["name"] for c in inspect(conn).get_columns("forecasts")}
+    for name in names:
+        if name not in have:
+            kind = forecasts.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE forecasts ADD COLUMN {name} {kind}"))
+
+
+#: schema version -> the step that brings the previous version's tables to it (in the caller's transaction)
+MIGRATIONS = {
+    2: lambda conn: _add_columns(conn, "actual", "scored_at"),   # realized values of matured forecasts
+}
+
+
 def record(engine: Engine, rows: pd.DataFrame) -> int:
-    """Write a night's forecasts (columns :data:`COLUMNS` but ``created_at``), replacing earlier rows of the same
+    """Write a night's forecasts (columns :data:`COLUMNS` but ``created_at`` and the scoring's), replacing earlier rows of the same
     model name, series and origin, in one transaction; returns the number of rows written."""
     if rows.empty:
         return 0
-    rows = rows.assign(created_at=_now())[COLUMNS]
+    rows = rows.assign(created_at=_now(), actual=np.nan, scored_at=None)[COLUMNS]
     records = [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict(orient="records")]
     keys = sorted({(r["model_name"], r["unique_id"], r["origin"]) for r in records})
     try:
@@ -118,6 +148,47 @@ def record(engine: Engine, rows: pd.DataFrame) -> int:
         raise LedgerError(f"ledger {shown(str(engine.url))}: writing {len(records)} forecasts failed, nothing "
                           f"written: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     return len(records)
+
+
+def score(engine: Engine, model_name: str, actuals: pd.DataFrame) -> int:
+    """Join the unscored forecasts of ``model_name`` whose target has now been observed with ``actuals``
+    (``unique_id, ds, y``): their ``actual`` and ``scored_at`` are set, in one transaction. Returns how many."""
+    with engine.connect() as conn:
+        pending = pd.DataFrame(conn.execute(
+            select(forecasts.c.unique_id, forecasts.c.origin, forecasts.c.step, forecasts.c.ds)
+            .where(forecasts.c.model_name == model_name, forecasts.c.actual.is_(None))).fetchall(),
+            columns=["unique_id", "origin", "step", "ds"])
+    if pending.empty:
+        return 0
+    pending["ds"] = pd.to_datetime(pending["ds"])
+    known = actuals.assign(unique_id=actuals["unique_id"].astype(str), ds=pd.to_datetime(actuals["ds"]))
+    matured = pending.merge(known[["unique_id", "ds", "y"]], on=["unique_id", "ds"], how="inner")
+    matured = matured[np.isfinite(matured["y"].to_numpy(dtype=float))]
+    if matured.empty:
+        return 0
+    now = _now()
+    updates = [{"m": model_name, "u": r.unique_id, "o": _plain(r.origin), "s": int(r.step), "a": float(r.y),
+                "t": now} for r in matured.itertuples(index=False)]
+    statement = (update(forecasts).where(forecasts.c.model_name == bindparam("m"),
+                                         forecasts.c.unique_id == bindparam("u"), forecasts.c.origin == bindparam("o"),
+                                         forecasts.c.step == bindparam("s"))
+                 .values(actual=bindparam("a"), scored_at=bindparam("t")))
+    try:
+        with engine.begin() as conn:
+            conn.execute(statement, updates)
+    except SQLAlchemyError as e:
+        raise LedgerError(f"ledger {shown(str(engine.url))}: scoring {len(updates)} forecasts failed, nothing "
+                          f"written: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return len(updates)
+
+
+def origins(engine: Engine, model_name: str) -> pd.DataFrame:
+    """The forecast origins (nights) of ``model_name`` in the ledger and the run that recorded each, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(forecasts.c.origin, func.min(forecasts.c.run_id))
+                            .where(forecasts.c.model_name == model_name).group_by(forecasts.c.origin)
+                            .order_by(forecasts.c.origin)).fetchall()
+    return pd.DataFrame({"origin": pd.to_datetime([r[0] for r in rows]), "run_id": [r[1] for r in rows]})
 
 
 def read(engine: Engine, model_name: str | None = None) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""MLflow: runs and their lifecycle, parameters, per-epoch metrics, checkpoints, the pyfunc model, the champion alias.
+"""MLflow: runs and their lifecycle, parameters, per-epoch metrics, checkpoints, the pyfunc model, the champion alias
+(and its weights, to start the next training from).
 
 With no ``MLFLOW_TRACKING_URI`` the store is ``sqlite:///<project>/mlflow.db``; a sqlite store keeps
 its artifacts beside the database file (``<db dir>/mlartifacts/<experiment>``); with a tracking
@@ -25,6 +26,7 @@ from typing import Iterator
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -34,6 +36,7 @@ from mlflow.types.schema import ColSpec, Schema
 from flows.core import checkpoint
 from flows.core.checkpoint import Checkpoint, CheckpointError
 from flows.core.files import PROJECT_ROOT, atomic_write
+from flows.core.model_io import read_forecaster
 from flows.core.sources import redact
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,14 @@ class Run:
         ts = int(time.time() * 1000)
         batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
         self.client.log_batch(self.id, metrics=batch)
+
+    def log_history(self, metrics: dict[str, np.ndarray], steps: np.ndarray, times: np.ndarray) -> None:
+        """Metrics with one value per step (e.g. per night: ``times`` its datetime64 timestamps), finite values only."""
+        ms = pd.to_datetime(times).astype("int64") // 1_000_000
+        batch = [Metric(k, float(v), int(t), int(s)) for k, values in metrics.items()
+                 for v, s, t in zip(values, steps, ms) if np.isfinite(v)]
+        for lo in range(0, len(batch), 1000):   # MLflow accepts at most 1000 metrics per batch
+            self.client.log_batch(self.id, metrics=batch[lo:lo + 1000])
 
     def set_tags(self, tags: dict) -> None:
         for k, v in tags.items():
@@ -305,6 +316,29 @@ def _champion(c: MlflowClient, model_name: str) -> tuple[str, float | None, str]
         return str(mv.version), float(mv.tags["test_mase"]), mv.tags["forecast_key"]
     run = c.get_run(mv.run_id).data  # a version registered before versions were tagged: read its run
     return str(mv.version), run.metrics.get("test_mase"), forecast_key(run.params)
+
+
+def champion_weights(model_name: str) -> tuple[str, dict, dict[str, np.ndarray]] | None:
+    """The champion's version, saved config (``config.json``) and weights (``weights.npz``), to start from;
+    None when ``model_name`` is not registered or has no champion.
+
+    MLflow 3 stores a logged model's files apart from its run's artifacts (``models:/<name>/<version>``
+    resolves to them); the forecaster directory :func:`log_model` hands over as the pyfunc artifact
+    ``model_dir`` is copied to ``artifacts/<directory name>`` inside it, the path its MLmodel file records.
+    """
+    c = client()
+    try:
+        mv = c.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as e:   # no such registered model, or no champion alias: anything else is an error
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    uri = f"models:/{model_name}/{mv.version}"
+    model_dir = mlflow.models.get_model_info(uri).flavors["python_function"]["artifacts"]["model_dir"]["path"]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{model_dir}", dst_path=tmp)
+        config, weights = read_forecaster(Path(local))
+    return str(mv.version), config, weights
 
 
 def promote(model_name: str, version: str, test_mase: float, key: str) -> Promotion:

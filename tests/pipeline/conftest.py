@@ -3,10 +3,12 @@
 The environment is set at import time, before any test module imports ``flows`` (whose
 ``_env`` only fills in what is not already set) or Prefect.
 """
+import http.server
 import os
 import shutil
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,25 @@ def http_server():
     server.server_close()
 
 
+@pytest.fixture
+def sink():
+    """A loopback webhook: (its URL, the handler class whose ``posts`` fill up)."""
+    from .helpers import Sink
+
+    Sink.posts, Sink.status = [], 200
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", Sink
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def webhook(harness, sink) -> str:
+    """A Custom Webhook notification block saved on the test server, posting to the sink: its "slug/name"."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    name = f"alerts-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(name=name, url=sink[0],
+                                   json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(name)
+    return f"{CustomWebhookNotificationBlock.get_block_type_slug()}/{name}"

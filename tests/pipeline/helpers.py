@@ -1,6 +1,8 @@
 """Shorthands shared by the pipeline tests."""
 import http.server
+import json
 import sys
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,3 +39,20 @@ class Server(http.server.ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             return  # the client gave up first (the time-out test): nothing to report
         super().handle_error(request, client_address)
+
+
+class Sink(http.server.BaseHTTPRequestHandler):
+    """Records every POSTed body (decoded JSON) in ``posts``; answers ``status``."""
+
+    posts: ClassVar[list] = []
+    status: ClassVar[int] = 200
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.posts.append(json.loads(body))
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass

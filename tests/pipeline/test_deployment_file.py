@@ -40,3 +40,18 @@ def test_weekly_sweep_deployment_declaration():
     params = weekly["parameters"]
     assert set(params) <= set(flow.parameters.properties)
     assert len(expand_grid(params["grid"])) == 8  # four model kinds × two hidden sizes, all valid
+
+
+def test_backfill_deployment_declaration():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (backfill,) = [d for d in spec["deployments"] if d["name"] == "backfill"]
+    assert "schedules" not in backfill and backfill["concurrency_limit"]["limit"] == 1
+    from prefect.flows import load_flow_from_entrypoint
+
+    from flows.core.config import RunConfig
+
+    flow = load_flow_from_entrypoint(str(ROOT / backfill["entrypoint"]))
+    assert flow.name == "backfill"
+    assert set(flow.parameters.properties) == {"start", "end", "preset", "overrides"}
+    assert set(flow.parameters.required) == {"start", "end"}
+    RunConfig.resolve(None, backfill["parameters"]["overrides"])

@@ -19,11 +19,11 @@ def first_run(harness, seeded_cache):
     return state
 
 
-STAGES = ["evaluate_model", "load_series", "log_results", "make_windows", "open_forecast_ledger", "publish_model",
-          "record_forecasts", "train_model", "write_report"]
+STAGES = ["check_data_advanced", "evaluate_model", "load_series", "log_results", "make_windows", "open_forecast_ledger",
+          "publish_model", "record_forecasts", "score_forecasts", "train_model", "write_report"]
 
 
-def test_flow_runs_the_seven_stages(first_run):
+def test_flow_runs_its_stages(first_run):
     from prefect import get_client
 
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -26,6 +26,52 @@ def test_the_schema_is_created_once_and_versioned(tmp_path):
     assert ledger.read(engine).empty
 
 
+V1 = """CREATE TABLE forecasts (model_name VARCHAR(250) NOT NULL, unique_id VARCHAR(250) NOT NULL, origin DATETIME
+NOT NULL, step INTEGER NOT NULL, ds DATETIME NOT NULL, yhat FLOAT NOT NULL, naive FLOAT NOT NULL, snaive FLOAT,
+model_version VARCHAR(50) NOT NULL, run_id VARCHAR(64) NOT NULL, created_at DATETIME NOT NULL,
+PRIMARY KEY (model_name, unique_id, origin, step))"""
+
+
+def test_a_version_1_ledger_is_migrated_in_place_and_keeps_its_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with create_engine(url).begin() as conn:     # the ledger as schema version 1 wrote it
+        conn.execute(text(V1))
+        conn.execute(text("CREATE TABLE ledger_schema (version INTEGER PRIMARY KEY, applied_at DATETIME NOT NULL)"))
+        conn.execute(text("INSERT INTO ledger_schema VALUES (1, '2026-11-01')"))
+        conn.execute(text("INSERT INTO forecasts VALUES ('m', 'a', '2020-01-10 00:00:00.000000', 1, "
+                          "'2020-01-11 00:00:00.000000', 5.0, 4.0, NULL, '1', 'r1', '2026-11-01 00:00:00.000000')"))
+    engine = ledger.open_ledger(url)
+    with engine.connect() as conn:
+        assert [v for v, in conn.execute(text("SELECT version FROM ledger_schema ORDER BY version"))] == [1, 2]
+    rows = ledger.read(engine)
+    assert len(rows) == 1 and rows["yhat"][0] == 5.0 and rows["actual"].isna().all()
+    actuals = pd.DataFrame({"unique_id": ["a"], "ds": [pd.Timestamp("2020-01-11")], "y": [6.0]})
+    assert ledger.score(engine, "m", actuals) == 1 and ledger.read(engine)["actual"][0] == 6.0
+    ledger.open_ledger(url).dispose()   # opening again migrates nothing more
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ledger_schema")).scalar() == 2
+
+
+def test_scoring_joins_only_the_forecasts_whose_target_was_observed(tmp_path):
+    engine = ledger.open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.record(engine, night())                          # targets 01-11 … 01-13 of a and b
+    ledger.record(engine, night(model="other"))
+    actuals = pd.DataFrame({"unique_id": ["a", "a", "b", "c"], "y": [10.0, 11.0, np.nan, 1.0],
+                            "ds": pd.to_datetime(["2020-01-11", "2020-01-12", "2020-01-11", "2020-01-11"])})
+    assert ledger.score(engine, "m", actuals) == 2          # b's value is missing, c has no forecast
+    rows = ledger.read(engine, "m").set_index(["unique_id", "step"])
+    assert rows.loc[("a", 1), "actual"] == 10.0 and rows.loc[("a", 2), "actual"] == 11.0
+    assert rows["actual"].notna().sum() == 2 and rows["scored_at"].notna().sum() == 2
+    assert ledger.read(engine, "other")["actual"].isna().all()
+    changed = actuals.assign(y=[99.0, 99.0, 3.0, 1.0])
+    assert ledger.score(engine, "m", changed) == 1          # only b's newly observed value; a stays as scored
+    assert ledger.read(engine, "m").set_index(["unique_id", "step"]).loc[("a", 1), "actual"] == 10.0
+    ledger.record(engine, night(version="2", origin="2020-01-11"))
+    nights = ledger.origins(engine, "m")
+    assert list(nights["origin"]) == [pd.Timestamp("2020-01-10"), pd.Timestamp("2020-01-11")]
+    assert list(nights["run_id"]) == ["r1", "r2"] and ledger.origins(engine, "nobody").empty
+
+
 def test_a_rerun_of_a_night_replaces_its_rows_and_other_nights_stay(tmp_path):
     engine = ledger.open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     assert ledger.record(engine, night()) == 6
