@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv chromium run bench clean
+.PHONY: test venv chromium postgresql run bench clean
 
 venv:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,16 @@ chromium:
 		echo "installing Debian's chromium for the e2e test"; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's PostgreSQL server runs a throwaway database for the ledger tests (the `postgres_url` fixture):
+# installed when missing, like chromium.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian's postgresql for the ledger tests"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 # Every test on the optimised kernels, then the kernel tests again on a build with bounds checking.
-test: venv chromium
+test: venv chromium postgresql
 	NNCORE_REQUIRE_KERNELS=1 $(BIN)/python -m pytest
 	NNCORE_KERNEL_DEBUG=1 $(BIN)/pip install -e .
 	NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_DEBUG=1 $(BIN)/python -m pytest tests/test_kernels.py tests/test_recurrent.py -q

@@ -65,6 +65,8 @@ setup(
     extras_require={
         # the statistical baselines (AutoETS, AutoARIMA, AutoTheta) the reports compare every model with
         "stats": ["statsforecast>=2.1,<3"],
-        "test": ["pytest>=7", "hypothesis>=6", "torch==2.13.0", "statsforecast>=2.1,<3"],
+        # a PostgreSQL forecast ledger (--ledger-url postgresql+psycopg://…): the psycopg 3 driver
+        "postgres": ["psycopg[binary]>=3.1,<4"],
+        "test": ["pytest>=7", "hypothesis>=6", "torch==2.13.0", "statsforecast>=2.1,<3", "psycopg[binary]>=3.1,<4"],
     },
 )

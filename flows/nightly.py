@@ -1,5 +1,6 @@
-"""The nightly pipeline: load_series → make_windows → train_model → evaluate_model → log_results →
-publish_model → write_report.
+"""The nightly pipeline: open_forecast_ledger → load_series → score_forecasts → check_data_advanced (no new data:
+report_no_new_data, the end) → make_windows → train_model → evaluate_model → log_results → champion_forecast →
+publish_model → record_forecasts → write_report.
 
 Run once: ``python -m flows.nightly [--preset notebook] [--model lstm] …`` (``--help`` lists every
 parameter). Deployed on a schedule by ``prefect.yaml``.
@@ -28,10 +29,10 @@ from flows.core import ingest
 from flows.core.config import ConfigError, RunConfig
 from flows.core.sources import DataError
 from flows.runtime import alerts, tracking
-from flows.tasks import (RunSummary, check_data_advanced, combine_series_models, evaluate_model, load_series,
-                         log_results, make_windows, open_forecast_ledger, publish_model, record_forecasts,
-                         report_no_new_data, report_unchanged, score_forecasts, show_config, train_model,
-                         train_series, write_report)
+from flows.tasks import (RunSummary, champion_forecast, check_data_advanced, combine_series_models, evaluate_model,
+                         load_series, log_results, make_windows, open_forecast_ledger, publish_model,
+                         record_forecasts, report_no_new_data, report_unchanged, score_forecasts, show_config,
+                         train_model, train_series, write_report)
 
 
 #: Concurrent tasks (the --per-series trainings) in threads: one per core. Prefect's default is unbounded, and
@@ -77,10 +78,12 @@ def nightly(preset: str | None = None, overrides: dict[str, Any] | None = None) 
             result = train_model(windows, cfg.model, cfg.training, cfg.tracking, cfg.training_key(), run.id)
         evaluation, forecast = evaluate_model(result, windows, cfg.data.stat_baselines)
         pngs = log_results(series, windows, result, evaluation, forecast, run.id, cfg.tracking.figures)
-        promotion = publish_model(series, windows, result, evaluation, cfg.tracking.model_name, run_key,
-                                  tracking.forecast_key(cfg.public()), run.id)
+        key = tracking.forecast_key(cfg.public())
+        held = champion_forecast(windows, forecast, cfg.tracking.model_name, key)   # before the alias may move
+        promotion = publish_model(series, windows, result, evaluation, cfg.tracking.model_name, run_key, key, run.id,
+                                  scored.realized.verdict)
         record_forecasts(windows, forecast, cfg.tracking.ledger_url, cfg.tracking.model_name, promotion.version,
-                         run.id)
+                         run.id, held)
         write_report(cfg, series, windows, result, evaluation, forecast, promotion, pngs, scored, run.id)
     return RunSummary(run.id, promotion.version, promotion.status, evaluation.model.mae, evaluation.naive.mae,
                       forecast, promotion.previous_version)

@@ -31,7 +31,8 @@ from flows.core.config import PARAMETERS, DataSpec, ModelSpec, RunConfig, Tracki
 from flows.core.covariates import MissingFuture
 from flows.core.evaluation import Evaluation, Forecast, evaluate, forecast_next, next_baselines
 from flows.core.panel import Panel
-from flows.core.model_io import forecast_frame, load_forecaster, save_forecaster, warm_start_weights
+from flows.core.model_io import (forecast_frame, forecaster_from, load_forecaster, save_forecaster,
+                                 warm_start_weights)
 from flows.core.composite import Ensemble, LocalModels
 from flows.core.training import TrainResult, build, combine, train
 from flows.core.realized import Realized
@@ -283,7 +284,7 @@ def log_results(series: Panel, windows: Windows, result: TrainResult, evaluation
 
 @stage
 def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluation: Evaluation, model_name: str,
-                  run_key: str, forecast_key: str, run_id: str) -> Promotion:
+                  run_key: str, forecast_key: str, run_id: str, verdict: realized.Verdict | None = None) -> Promotion:
     """Save the model (weights + JSON, no pickle), register a version, make it champion if it beats the champion."""
     run = Run(run_id)
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,10 +302,45 @@ def publish_model(series: Panel, windows: Windows, result: TrainResult, evaluati
             prediction = forecast_frame(forecaster, example)
         version = tracking.log_model(run, model_dir, example, prediction, model_name)
     run.client.set_model_version_tag(model_name, version, "run_key", run_key)
-    promotion = tracking.promote(model_name, version, evaluation.model.mase, forecast_key)
+    promotion = tracking.promote(model_name, version, evaluation.model.mase, forecast_key, verdict)
     run.set_tags({"model_version": version, "model_role": promotion.status})
     say(f"registered {model_name} v{version}: {promotion.status}")
     return promotion
+
+
+@stage
+def champion_forecast(windows: Windows, forecast: Forecast, model_name: str, forecast_key: str) -> pd.DataFrame | None:
+    """What the current champion forecasts for tonight's targets from tonight's data (its own saved scaling), to be
+    scored beside the new version's: ``unique_id, step, yhat, model_version``; None when there is no champion or it
+    cannot be compared (it forecasts other data, reads covariates, or does not know tonight's series)."""
+    if forecast.note or not len(forecast.yhat):
+        return None
+    found = tracking.champion_weights(model_name)
+    if found is None:
+        return None
+    version, config, weights = found
+    champion = tracking.client().get_model_version_by_alias(model_name, tracking.CHAMPION)
+    why = None
+    if champion.tags.get("forecast_key") != forecast_key:
+        why = "it forecasts other data"
+    elif config.get("covariates") or config["horizon"] != windows.horizon:
+        why = "it reads covariates" if config.get("covariates") else f"its horizon is {config['horizon']}"
+    if why is None:
+        try:
+            frame = forecast_frame(forecaster_from(config, weights), recent_history(windows, windows.n_series))
+        except ValueError as e:   # e.g. a series the champion was not trained on, a longer window than the data
+            why = str(e)
+    if why is not None:
+        say(f"the champion v{version} is not scored beside tonight's forecast: {why}")
+        return None
+    mine = pd.DataFrame({"unique_id": forecast.unique_id.astype(str), "step": forecast.step,
+                         "ds": pd.to_datetime(forecast.ds)})
+    theirs = frame.assign(unique_id=frame["unique_id"].astype(str), ds=pd.to_datetime(frame["ds"]))
+    joined = mine.merge(theirs[["unique_id", "step", "ds", "yhat"]], on=["unique_id", "step", "ds"], how="left")
+    if joined["yhat"].isna().any():
+        say(f"the champion v{version} is not scored beside tonight's forecast: its targets differ")
+        return None
+    return joined[["unique_id", "step", "yhat"]].assign(model_version=version)
 
 
 @stage
@@ -320,9 +356,10 @@ def open_forecast_ledger(url: str | None) -> str:
 
 @stage
 def record_forecasts(windows: Windows, forecast: Forecast, url: str | None, model_name: str, version: str,
-                     run_id: str) -> int:
-    """The night's published forecasts, with the naive and seasonal naive forecasts of the same targets, into the
-    ledger (replacing a rerun's earlier rows, in one transaction)."""
+                     run_id: str, champion: pd.DataFrame | None = None) -> int:
+    """The night's published forecasts, with the naive and seasonal naive forecasts of the same targets and, when
+    there was one, the champion's forecasts of them (role ``champion``), into the ledger (replacing a rerun's
+    earlier rows, in one transaction)."""
     if forecast.note or not len(forecast.yhat):
         return 0
     origin, naive, snaive = next_baselines(windows)
@@ -330,7 +367,10 @@ def record_forecasts(windows: Windows, forecast: Forecast, url: str | None, mode
     rows = pd.DataFrame({"model_name": model_name, "unique_id": forecast.unique_id.astype(str),
                          "origin": np.repeat(origin, h), "step": forecast.step, "ds": forecast.ds,
                          "yhat": forecast.yhat, "naive": naive.ravel(), "snaive": snaive.ravel(),
-                         "model_version": str(version), "run_id": run_id})
+                         "model_version": str(version), "run_id": run_id, "role": "candidate"})
+    if champion is not None and str(champion["model_version"].iloc[0]) != str(version):
+        held = rows.drop(columns=["yhat", "model_version"]).merge(champion, on=["unique_id", "step"])
+        rows = pd.concat([rows, held.assign(role="champion")[rows.columns]], ignore_index=True)
     engine = ledger.open_ledger(url)
     try:
         n = ledger.record(engine, rows)

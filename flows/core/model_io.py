@@ -113,6 +113,11 @@ def read_forecaster(directory: Path) -> tuple[dict, dict[str, np.ndarray]]:
         return config, {k: weights[k] for k in weights.files}
 
 
+def forecaster_from(config: dict, weights: dict) -> Forecaster:
+    """A forecaster from a saved config and its weights (as :func:`read_forecaster` returns them)."""
+    return Forecaster(_load_model(config, weights), config)
+
+
 def load_forecaster(directory: Path) -> Forecaster:
     config, weights = read_forecaster(directory)
     if config.get("format_version") != FORMAT_VERSION:

@@ -9,7 +9,12 @@ observed, the actual value. From its scored rows:
   one-step naive MAE, so series of different scales pool fairly;
 * over the last N scored nights (``--score-nights``) and over all of them: the same, pooled over the rows;
 * per model version: the nights it published and its realized MAE and MASE next to the baselines' on the
-  same targets.
+  same targets;
+* the champion's forecasts of the same targets (role ``champion`` in the ledger), on their own and paired with
+  the night's new version's: :class:`Verdict`, what promotion by realized accuracy decides on.
+
+Unless said otherwise, "the model" is the version trained each night (role ``candidate``): the nightly
+retraining as a policy.
 
 The seasonal naive columns are computed over the rows that have a seasonal naive forecast (a series shorter
 than a season has none), and the model's and naive's over every scored row.
@@ -59,6 +64,43 @@ def _pooled(e: pd.DataFrame) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """Retraining nightly vs holding the champion, on the same targets: over the last ``nights`` nights that have
+    both the new version's and the champion's forecast scored."""
+
+    nights: int
+    forecasts: int
+    candidate_mae: float      # the versions trained on those nights
+    champion_mae: float       # the champions held on those nights, on the same targets
+    champions: str            # which versions were champion then
+
+    def better(self) -> bool:
+        return self.candidate_mae < self.champion_mae
+
+    def sentence(self) -> str:
+        return (f"over the last {self.nights} nights with both forecasts scored ({self.forecasts} targets), the "
+                f"versions trained each night had realized MAE {self.candidate_mae:.4g} and the champion held "
+                f"(v{self.champions}) {self.champion_mae:.4g}")
+
+
+def verdict(rows: pd.DataFrame, window: int) -> Verdict | None:
+    """The realized comparison of the new versions with the champion on their common scored targets over the last
+    ``window`` such nights; None before there are ``window`` of them."""
+    scored = rows[rows["actual"].notna()]
+    key = ["unique_id", "origin", "step"]
+    cand = scored[scored["role"] == "candidate"][key + ["yhat", "actual"]]
+    champ = scored[scored["role"] == "champion"][key + ["yhat", "model_version"]]
+    both = cand.merge(champ, on=key, suffixes=("", "_champion"))
+    nights = sorted(both["origin"].unique())
+    if len(nights) < window:
+        return None
+    both = both[both["origin"].isin(nights[-window:])]
+    return Verdict(window, len(both), float(np.mean(np.abs(both["yhat"] - both["actual"]))),
+                   float(np.mean(np.abs(both["yhat_champion"] - both["actual"]))),
+                   ",".join(sorted(set(both["model_version"]), key=lambda v: (len(v), v))))
+
+
+@dataclass(frozen=True)
 class Realized:
     """The realized errors of one model name's published forecasts."""
 
@@ -67,6 +109,8 @@ class Realized:
     last: dict[str, float]    # pooled over the last ``window`` scored nights
     all: dict[str, float]     # pooled over every scored night
     window: int
+    champion: dict[str, float] | None = None   # the champion's forecasts over their last ``window`` scored nights
+    verdict: Verdict | None = None             # new versions vs champion on the same targets (None: too few)
 
     @property
     def n_nights(self) -> int:
@@ -76,6 +120,12 @@ class Realized:
         """``realized_<forecast>_<mae|mase>_<last|all>`` (forecast ``model`` is written without its name:
         ``realized_mae_last``) and ``realized_nights``, for MLflow."""
         out = {"realized_nights": float(self.n_nights)}
+        if self.champion is not None:
+            out.update({"realized_champion_mae_last": self.champion["model_mae"],
+                        "realized_champion_mase_last": self.champion["model_mase"]})
+        if self.verdict is not None:
+            out.update({"realized_paired_candidate_mae": self.verdict.candidate_mae,
+                        "realized_paired_champion_mae": self.verdict.champion_mae})
         for scope, values in (("last", self.last), ("all", self.all)):
             for name in FORECASTS:
                 for kind in ("mae", "mase"):
@@ -98,7 +148,10 @@ class Realized:
 
 def realized(rows: pd.DataFrame, scales: dict[str, float], window: int) -> Realized:
     """The realized errors of the ledger's ``rows`` (one model name; unscored rows are ignored)."""
+    everything = rows
     rows = rows[rows["actual"].notna()]
+    champion = rows[rows["role"] == "champion"]
+    rows = rows[rows["role"] == "candidate"]
     e = _errors(rows, scales)
     nights = pd.DataFrame([{"origin": o, **_pooled(g), "versions": ",".join(sorted(set(g["model_version"])))}
                            for o, g in e.groupby("origin", sort=True)])
@@ -108,4 +161,9 @@ def realized(rows: pd.DataFrame, scales: dict[str, float], window: int) -> Reali
         by_version = by_version.sort_values("model_version", key=lambda v: pd.to_numeric(v, errors="coerce"),
                                             ignore_index=True)
     recent = set(nights["origin"].iloc[-window:]) if len(nights) else set()
-    return Realized(nights, by_version, _pooled(e[e["origin"].isin(recent)]), _pooled(e), window)
+    held = None
+    if len(champion):
+        c = _errors(champion, scales)
+        held = _pooled(c[c["origin"].isin(sorted(set(c["origin"]))[-window:])])
+    return Realized(nights, by_version, _pooled(e[e["origin"].isin(recent)]), _pooled(e), window, held,
+                    verdict(everything, window))

@@ -1,8 +1,9 @@
 """The forecast ledger: every published forecast in a SQL database, to be scored against what then happened.
 
-One row per registered model name, series, forecast origin (the last observed timestamp the forecast was
-made from) and step: the target time ``ds``, the point forecast, the naive and seasonal naive forecasts of the
-same target, and which run and model version published it. Written through SQLAlchemy, so the same code
+One row per registered model name, model version, series, forecast origin (the last observed timestamp the
+forecast was made from) and step: the target time ``ds``, the point forecast, the naive and seasonal naive
+forecasts of the same target, the role (``candidate``: the version trained that night; ``champion``: what the
+champion of that night forecast for the same targets from the same data) and the run that recorded it. Written through SQLAlchemy, so the same code
 writes SQLite (the default: ``ledger.db`` beside the MLflow store) and PostgreSQL (``--ledger-url
 postgresql+psycopg://user:${PGPASSWORD}@host/db``; ``${NAME}`` is read from the environment, and the password
 never appears in logs or parameters).
@@ -44,12 +45,13 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from flows.core.files import PROJECT_ROOT
 from flows.core.sources import expand_env
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 forecasts = Table(
     "forecasts", metadata,
     Column("model_name", String(250), primary_key=True),
+    Column("model_version", String(50), primary_key=True),  # (in the key from schema version 3)
     Column("unique_id", String(250), primary_key=True),
     Column("origin", DateTime, primary_key=True),   # the last observed timestamp the forecast was made from
     Column("step", Integer, primary_key=True),       # 1 … horizon
@@ -57,7 +59,7 @@ forecasts = Table(
     Column("yhat", Float, nullable=False),
     Column("naive", Float, nullable=False),          # the last value
     Column("snaive", Float),                         # the value one season before the target (none: too short)
-    Column("model_version", String(50), nullable=False),
+    Column("role", String(16), nullable=False),      # candidate: the night's new version; champion: the champion's
     Column("run_id", String(64), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("actual", Float),                         # the observed value at ds, once it is (schema version 2)
@@ -67,6 +69,8 @@ schema = Table("ledger_schema", metadata, Column("version", Integer, primary_key
                Column("applied_at", DateTime, nullable=False))
 
 COLUMNS = [c.name for c in forecasts.columns]
+#: keys per DELETE … IN (…): PostgreSQL's parser gives up between 6,000 and 8,000 (a night of 10,000 series)
+KEYS_PER_DELETE = 1000
 
 
 class LedgerError(RuntimeError):
@@ -98,6 +102,8 @@ def open_ledger(url: str | None) -> Engine:
                           "give --ledger-url sqlite:///path/ledger.db or postgresql+psycopg://…") from None
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":   # two nights opening a new ledger at once: one creates it
+                conn.execute(text("SELECT pg_advisory_xact_lock(7013370)"))
             metadata.create_all(conn)
             version = conn.execute(select(func.max(schema.c.version))).scalar()
             if version is None:
@@ -125,9 +131,22 @@ def _add_columns(conn, *names: str) -> None:
             conn.execute(text(f"ALTER TABLE forecasts ADD COLUMN {name} {kind}"))
 
 
+def _rebuild_with_roles(conn) -> None:
+    """Version 3: the model version joins the key and each row has a role (the rows so far: the night's new version,
+    ``candidate``), so the champion's forecasts of the same targets can sit beside them. A new table filled from the
+    old one, then renamed (SQLite cannot change a primary key in place)."""
+    new = forecasts.to_metadata(MetaData(), name="forecasts_v3")
+    new.create(conn)
+    kept = ", ".join(c for c in COLUMNS if c != "role")
+    conn.execute(text(f"INSERT INTO forecasts_v3 ({kept}, role) SELECT {kept}, 'candidate' FROM forecasts"))
+    conn.execute(text("DROP TABLE forecasts"))
+    conn.execute(text("ALTER TABLE forecasts_v3 RENAME TO forecasts"))
+
+
 #: schema version -> the step that brings the previous version's tables to it (in the caller's transaction)
 MIGRATIONS = {
     2: lambda conn: _add_columns(conn, "actual", "scored_at"),   # realized values of matured forecasts
+    3: _rebuild_with_roles,
 }
 
 
@@ -136,13 +155,17 @@ def record(engine: Engine, rows: pd.DataFrame) -> int:
     model name, series and origin, in one transaction; returns the number of rows written."""
     if rows.empty:
         return 0
-    rows = rows.assign(created_at=_now(), actual=np.nan, scored_at=None)[COLUMNS]
+    rows = rows.assign(created_at=_now(), actual=np.nan, scored_at=None)
+    rows = rows.assign(role=rows["role"].fillna("candidate") if "role" in rows else "candidate")[COLUMNS]
     records = [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict(orient="records")]
     keys = sorted({(r["model_name"], r["unique_id"], r["origin"]) for r in records})
     try:
         with engine.begin() as conn:
-            conn.execute(delete(forecasts).where(
-                tuple_(forecasts.c.model_name, forecasts.c.unique_id, forecasts.c.origin).in_(keys)))
+            if conn.dialect.name == "postgresql":   # writers of the same night wait for each other, as on SQLite
+                conn.execute(text("LOCK TABLE forecasts IN SHARE ROW EXCLUSIVE MODE"))
+            for lo in range(0, len(keys), KEYS_PER_DELETE):
+                conn.execute(delete(forecasts).where(tuple_(forecasts.c.model_name, forecasts.c.unique_id,
+                                                            forecasts.c.origin).in_(keys[lo:lo + KEYS_PER_DELETE])))
             conn.execute(insert(forecasts), records)
     except SQLAlchemyError as e:
         raise LedgerError(f"ledger {shown(str(engine.url))}: writing {len(records)} forecasts failed, nothing "
@@ -155,9 +178,10 @@ def score(engine: Engine, model_name: str, actuals: pd.DataFrame) -> int:
     (``unique_id, ds, y``): their ``actual`` and ``scored_at`` are set, in one transaction. Returns how many."""
     with engine.connect() as conn:
         pending = pd.DataFrame(conn.execute(
-            select(forecasts.c.unique_id, forecasts.c.origin, forecasts.c.step, forecasts.c.ds)
+            select(forecasts.c.model_version, forecasts.c.unique_id, forecasts.c.origin, forecasts.c.step,
+                   forecasts.c.ds)
             .where(forecasts.c.model_name == model_name, forecasts.c.actual.is_(None))).fetchall(),
-            columns=["unique_id", "origin", "step", "ds"])
+            columns=["model_version", "unique_id", "origin", "step", "ds"])
     if pending.empty:
         return 0
     pending["ds"] = pd.to_datetime(pending["ds"])
@@ -167,9 +191,10 @@ def score(engine: Engine, model_name: str, actuals: pd.DataFrame) -> int:
     if matured.empty:
         return 0
     now = _now()
-    updates = [{"m": model_name, "u": r.unique_id, "o": _plain(r.origin), "s": int(r.step), "a": float(r.y),
-                "t": now} for r in matured.itertuples(index=False)]
+    updates = [{"m": model_name, "v": r.model_version, "u": r.unique_id, "o": _plain(r.origin), "s": int(r.step),
+                "a": float(r.y), "t": now} for r in matured.itertuples(index=False)]
     statement = (update(forecasts).where(forecasts.c.model_name == bindparam("m"),
+                                         forecasts.c.model_version == bindparam("v"),
                                          forecasts.c.unique_id == bindparam("u"), forecasts.c.origin == bindparam("o"),
                                          forecasts.c.step == bindparam("s"))
                  .values(actual=bindparam("a"), scored_at=bindparam("t")))
@@ -185,7 +210,7 @@ def score(engine: Engine, model_name: str, actuals: pd.DataFrame) -> int:
 def origins(engine: Engine, model_name: str) -> pd.DataFrame:
     """The forecast origins (nights) of ``model_name`` in the ledger and the run that recorded each, oldest first."""
     with engine.connect() as conn:
-        rows = conn.execute(select(forecasts.c.origin, func.min(forecasts.c.run_id))
+        rows = conn.execute(select(forecasts.c.origin, func.min(forecasts.c.run_id))   # one run records a night
                             .where(forecasts.c.model_name == model_name).group_by(forecasts.c.origin)
                             .order_by(forecasts.c.origin)).fetchall()
     return pd.DataFrame({"origin": pd.to_datetime([r[0] for r in rows]), "run_id": [r[1] for r in rows]})
@@ -194,7 +219,7 @@ def origins(engine: Engine, model_name: str) -> pd.DataFrame:
 def read(engine: Engine, model_name: str | None = None) -> pd.DataFrame:
     """The ledger's rows (of one model name), by model, series, origin and step."""
     query = select(forecasts).order_by(forecasts.c.model_name, forecasts.c.unique_id, forecasts.c.origin,
-                                       forecasts.c.step)
+                                       forecasts.c.step, forecasts.c.role)
     if model_name is not None:
         query = query.where(forecasts.c.model_name == model_name)
     with engine.connect() as conn:

@@ -341,8 +341,11 @@ def champion_weights(model_name: str) -> tuple[str, dict, dict[str, np.ndarray]]
     return str(mv.version), config, weights
 
 
-def promote(model_name: str, version: str, test_mase: float, key: str) -> Promotion:
-    """Alias ``champion`` the new version if it beats the current champion on test MASE, else tag it challenger.
+def promote(model_name: str, version: str, test_mase: float, key: str, verdict=None) -> Promotion:
+    """Alias ``champion`` the new version if it beats the current champion on test MASE, else tag it challenger;
+    with a realized ``verdict`` (:class:`flows.core.realized.Verdict`: enough nights with both the new versions'
+    and the champion's forecasts scored), on realized accuracy instead: the new version becomes champion when the
+    versions trained each night beat the champion held on the same targets.
 
     Only versions that forecast the same thing (``key``: :func:`forecast_key`) are compared, and on a
     scale-free score (the test MAE relative to the naive forecast's on the same points), so nights whose
@@ -367,6 +370,15 @@ def promote(model_name: str, version: str, test_mase: float, key: str) -> Promot
         return Promotion(str(version), CHALLENGER, previous[0], previous[1],
                          f"The champion v{previous[0]} forecasts other data ({previous[2]}; this run: {key}), so "
                          "they were not compared: give this source its own --model-name.")
+    if verdict is not None and previous is not None:   # enough scored nights: realized accuracy decides
+        status = CHAMPION if verdict.better() else CHALLENGER
+        if verdict.better():
+            c.set_registered_model_alias(model_name, CHAMPION, str(version))
+        c.set_model_version_tag(model_name, version, "role", status)
+        c.set_model_version_tag(model_name, version, "promoted_on", "realized accuracy")
+        how = "promoted" if verdict.better() else "the champion stays"
+        return Promotion(str(version), status, previous[0], previous[1],
+                         f"Decided on realized accuracy ({how}): {verdict.sentence()}.")
     best = None
     for _ in range(20):
         champ = _champion(c, model_name)

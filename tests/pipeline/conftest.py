@@ -107,3 +107,84 @@ def webhook(harness, sink) -> str:
     CustomWebhookNotificationBlock(name=name, url=sink[0],
                                    json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(name)
     return f"{CustomWebhookNotificationBlock.get_block_type_slug()}/{name}"
+
+
+def _postgres_bindir() -> Path | None:
+    """The PostgreSQL server binaries: Debian's newest ``/usr/lib/postgresql/N/bin``, else ``initdb`` on the PATH."""
+    debian = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parts[-3].isdigit()]
+    if debian:
+        return max(debian, key=lambda bindir: int(bindir.parts[-2]))
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a free loopback port, password (SCRAM) authentication: the SQLAlchemy URL
+    (``postgresql+psycopg://``) of an empty database on it. The server is stopped and its directory removed at the
+    end of the session, whatever the tests did.
+
+    ``initdb`` and ``postgres`` refuse to run as root: as root they run as the ``postgres`` user (``runuser``), in a
+    directory that user owns; otherwise as the current user.
+    """
+    import pwd
+    import secrets
+    import socket
+    import subprocess
+
+    import sqlalchemy
+
+    bindir = _postgres_bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        pytest.fail("the PostgreSQL ledger tests need a PostgreSQL server (initdb, pg_ctl) and found none in "
+                    "/usr/lib/postgresql/*/bin or on the PATH: install Debian's with `apt-get install -y postgresql` "
+                    "(`make test` does)")
+    as_server, owner = [], None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("PostgreSQL refuses to run as root and there is no `postgres` user to run it as; "
+                        "`apt-get install -y postgresql` creates it")
+        as_server = ["runuser", "-u", "postgres", "--"]
+
+    home = Path(tempfile.mkdtemp(prefix="nnforecast-postgres-"))
+    data, sockets, log, pwfile = home / "data", home / "sockets", home / "server.log", home / "pwfile"
+    user, password = "nnforecast", secrets.token_hex(16)
+    sockets.mkdir()
+    pwfile.write_text(password + "\n")
+    if owner is not None:
+        for path in (home, sockets, pwfile):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def server(program: str, *args: str) -> None:
+        done = subprocess.run([*as_server, str(bindir / program), *args], cwd=home, capture_output=True, text=True,
+                              timeout=120, check=False)
+        if done.returncode != 0:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            pytest.fail(f"PostgreSQL {program} {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}"
+                        f"{done.stderr[-2000:]}\n{tail}")
+
+    try:
+        # --no-sync and fsync=off: a throwaway server needs no crash durability (transactions are unchanged)
+        server("initdb", "-D", str(data), "-A", "scram-sha-256", f"--pwfile={pwfile}", "-U", user, "-E", "UTF8",
+               "--locale=C", "--no-sync")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+               f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off", "start")
+        root = f"postgresql+psycopg://{user}:{password}@127.0.0.1:{port}"
+        admin = sqlalchemy.create_engine(f"{root}/postgres", isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(sqlalchemy.text("CREATE DATABASE forecasts"))
+        finally:
+            admin.dispose()
+        yield f"{root}/forecasts"
+    finally:
+        try:
+            if (data / "postmaster.pid").exists():   # started, even if `pg_ctl start` then failed
+                server("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(home, ignore_errors=True)

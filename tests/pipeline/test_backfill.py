@@ -29,11 +29,13 @@ def settings(source, **more):
 
 
 def ledger_rows(overrides) -> pd.DataFrame:
+    """The forecasts of the versions trained each night (not the champions' beside them)."""
     engine = ledger.open_ledger(overrides["ledger_url"])
     try:
-        return ledger.read(engine, overrides["model_name"])
+        rows = ledger.read(engine, overrides["model_name"])
     finally:
         engine.dispose()
+    return rows[rows["role"] == "candidate"].reset_index(drop=True)
 
 
 def night_runs(overrides) -> list:

@@ -20,8 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS_DIR", ROOT / "test-artifacts" / "e2e"))
-STAGES = {"open_forecast_ledger", "load_series", "score_forecasts", "check_data_advanced", "make_windows", "train_model",
-          "evaluate_model", "log_results", "publish_model", "record_forecasts", "write_report"}
+STAGES = {"open_forecast_ledger", "load_series", "score_forecasts", "check_data_advanced", "make_windows",
+          "train_model", "evaluate_model", "log_results", "champion_forecast", "publish_model", "record_forecasts",
+          "write_report"}
 PARAMS = dict(source="sp500", n_values=900, window=20, test_size=60, hidden_size=6, epochs=3, seed=1,
               experiment="e2e", model_name="e2e-forecaster")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

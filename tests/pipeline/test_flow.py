@@ -19,8 +19,8 @@ def first_run(harness, seeded_cache):
     return state
 
 
-STAGES = ["check_data_advanced", "evaluate_model", "load_series", "log_results", "make_windows", "open_forecast_ledger",
-          "publish_model", "record_forecasts", "score_forecasts", "train_model", "write_report"]
+STAGES = ["champion_forecast", "check_data_advanced", "evaluate_model", "load_series", "log_results", "make_windows",
+          "open_forecast_ledger", "publish_model", "record_forecasts", "score_forecasts", "train_model", "write_report"]
 
 
 def test_flow_runs_its_stages(first_run):

@@ -42,14 +42,29 @@ def test_a_version_1_ledger_is_migrated_in_place_and_keeps_its_rows(tmp_path):
                           "'2020-01-11 00:00:00.000000', 5.0, 4.0, NULL, '1', 'r1', '2026-11-01 00:00:00.000000')"))
     engine = ledger.open_ledger(url)
     with engine.connect() as conn:
-        assert [v for v, in conn.execute(text("SELECT version FROM ledger_schema ORDER BY version"))] == [1, 2]
+        assert [v for v, in conn.execute(text("SELECT version FROM ledger_schema ORDER BY version"))] == [1, 2, 3]
     rows = ledger.read(engine)
     assert len(rows) == 1 and rows["yhat"][0] == 5.0 and rows["actual"].isna().all()
+    assert rows["role"][0] == "candidate" and rows["model_version"][0] == "1"
     actuals = pd.DataFrame({"unique_id": ["a"], "ds": [pd.Timestamp("2020-01-11")], "y": [6.0]})
     assert ledger.score(engine, "m", actuals) == 1 and ledger.read(engine)["actual"][0] == 6.0
     ledger.open_ledger(url).dispose()   # opening again migrates nothing more
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM ledger_schema")).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM ledger_schema")).scalar() == 3
+
+
+def test_a_night_holds_the_new_version_and_the_champion_and_a_rerun_replaces_both(tmp_path):
+    engine = ledger.open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    both = pd.concat([night(version="2"), night(version="1", yhat=np.full(6, 7.0)).assign(role="champion",
+                                                                                          run_id="r2")])
+    assert ledger.record(engine, both) == 12
+    rows = ledger.read(engine, "m")
+    assert sorted(rows.groupby("role")["model_version"].first().items()) == [("candidate", "2"), ("champion", "1")]
+    actuals = pd.DataFrame({"unique_id": ["a"], "ds": [pd.Timestamp("2020-01-11")], "y": [6.0]})
+    assert ledger.score(engine, "m", actuals) == 2                  # the target of both forecasts
+    assert ledger.record(engine, night(version="3")) == 6           # the night rerun: both replaced
+    rows = ledger.read(engine, "m")
+    assert len(rows) == 6 and set(rows["model_version"]) == {"3"} and set(rows["role"]) == {"candidate"}
 
 
 def test_scoring_joins_only_the_forecasts_whose_target_was_observed(tmp_path):
@@ -148,4 +163,8 @@ def test_the_nightly_flow_records_its_forecasts_once_per_night(harness, tmp_path
     assert tracking.client().get_run(first.run_id).data.tags["ledger_rows"] == "6"
     again = nightly(overrides={**over, "hidden_size": 5})   # the same night, another model: replaced, not added
     rows = ledger.read(ledger.open_ledger(url), "ledger-model")
-    assert len(rows) == 6 and set(rows["model_version"]) == {again.version} and again.version != first.version
+    new, held = rows[rows["role"] == "candidate"], rows[rows["role"] == "champion"]
+    assert len(new) == 6 and set(new["model_version"]) == {again.version} and again.version != first.version
+    # beside it, the champion's forecast of the same targets from the same data: what it published itself
+    assert len(held) == 6 and set(held["model_version"]) == {first.version}
+    np.testing.assert_allclose(held["yhat"], first.forecast.yhat, rtol=1e-6)

@@ -57,10 +57,15 @@ def runs_of(loop) -> list:
     return c.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=200)
 
 
-def test_every_night_is_in_the_ledger_once(loop):
-    rows = rows_of(loop)
+def test_every_night_is_in_the_ledger_once_with_the_champion_of_that_night(loop):
+    everything = rows_of(loop)
+    rows = everything[everything["role"] == "candidate"]
     assert len(rows) == NIGHTS * H
     assert not rows.duplicated(["origin", "step"]).any()
+    held = everything[everything["role"] == "champion"]     # from the second night on, the champion's forecasts too
+    assert len(held) == (NIGHTS - 1) * H and not held.duplicated(["origin", "step"]).any()
+    assert (held["model_version"].astype(int) < held["origin"].map(
+        rows.groupby("origin")["model_version"].first()).astype(int)).all()     # an older version each night
     origins = sorted(rows["origin"].unique())
     assert [pd.Timestamp(o) for o in origins] == list(loop["tail"]["ds"].iloc[FIRST - 1:FIRST - 1 + NIGHTS])
     assert rows["model_version"].nunique() == NIGHTS      # one registered version a night
@@ -80,7 +85,7 @@ def test_the_realized_error_logged_equals_a_recomputation_from_the_ledger_and_th
     tail = loop["tail"]
     known = tail.iloc[:FIRST + NIGHTS - 1]                 # what the last night's data held
     rows = rows_of(loop)
-    rows = rows[pd.to_datetime(rows["ds"]) <= known["ds"].iloc[-1]]
+    rows = rows[(pd.to_datetime(rows["ds"]) <= known["ds"].iloc[-1]) & (rows["role"] == "candidate")]
     joined = rows.assign(ds=pd.to_datetime(rows["ds"])).merge(known, on="ds")
     at_origin = joined.merge(known.rename(columns={"ds": "origin", "y": "y_origin"}), on="origin")
     # a target the source never has (a market holiday the business-day calendar counts) stays unscored
@@ -115,3 +120,24 @@ def test_a_stalled_source_ends_the_night_without_training_and_a_stale_one_fails_
     assert stale.is_failed() and "the data is stale" in stale.message and "--max-staleness 3D" in stale.message
     assert len(sink[1].posts) == 1 and "the data is stale" in sink[1].posts[0]["body"]
     pd.testing.assert_frame_equal(rows_of(loop), before)
+
+
+def test_after_enough_scored_nights_the_champion_is_chosen_on_realized_accuracy(loop):
+    c = MlflowClient()
+    name = loop["overrides"]["model_name"]
+    runs = [r for r in runs_of(loop) if r.data.tags.get("model_version")]
+    versions = {str(v.version): v for v in c.search_model_versions(f"name = '{name}'")}
+    on_realized = [r for r in runs if versions[r.data.tags["model_version"]].tags.get("promoted_on")]
+    assert on_realized and on_realized == runs[-len(on_realized):]     # from some night on, every night
+    assert len(on_realized) < NIGHTS - 10                              # not before 10 nights had both scored
+    last = runs[-1]
+    # independently: the new versions' and the champions' forecasts of the same targets, scored with the source
+    known = loop["tail"].iloc[:FIRST + NIGHTS - 1]
+    rows = rows_of(loop).assign(ds=lambda f: pd.to_datetime(f["ds"])).merge(known, on="ds")
+    pairs = rows[rows["role"] == "candidate"].merge(rows[rows["role"] == "champion"], on=["origin", "step"],
+                                                     suffixes=("", "_held"))
+    pairs = pairs[pairs["origin"].isin(sorted(pairs["origin"].unique())[-10:])]
+    new, held = np.mean(np.abs(pairs["yhat"] - pairs["y"])), np.mean(np.abs(pairs["yhat_held"] - pairs["y"]))
+    assert last.data.metrics["realized_paired_candidate_mae"] == pytest.approx(new, rel=1e-12)
+    assert last.data.metrics["realized_paired_champion_mae"] == pytest.approx(held, rel=1e-12)
+    assert last.data.tags["model_role"] == ("champion" if new < held else "challenger")
