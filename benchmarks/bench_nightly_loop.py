@@ -9,7 +9,8 @@ warm vs cold.
    Wall time of the command, and per night (from the MLflow runs): the run's duration and its training time.
 2. The realized accuracy of each mode, recomputed here from the ledger and the full source (the last night's
    targets included): MAE of the new version's forecasts, of the naive forecast (the last value) and of the
-   seasonal naive one, the share of nights below naive, and warm minus cold on the same targets.
+   seasonal naive one, the share of nights below naive, and warm minus cold on the same targets; each night's
+   errors as a figure, ``docs/backfill_sp500.png``.
 3. One more night (``--as-of`` the last value) with ``python -m flows.nightly``, on the warm store: warm start
    vs cold start, ``--repeats`` runs each (new seeds, so no run is a rerun of another), median wall and
    training time.
@@ -79,6 +80,39 @@ def realized(env: dict, actual: pd.Series) -> pd.DataFrame:
     return rows.dropna(subset=["y"]).set_index("origin")
 
 
+def paired_t(d: pd.Series) -> float:
+    """t statistic of the mean of paired differences (|t| < 2: no evidence either way)."""
+    return float(d.mean() / (d.std(ddof=1) / np.sqrt(len(d))))
+
+
+def figure(per_night: dict[str, pd.DataFrame], path: Path) -> None:
+    """Each night's absolute error of the new version (warm, cold) and of the naive forecast, and their running
+    means."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    first = next(iter(per_night.values()))
+    series = {f"naive (MAE {(first['naive'] - first['y']).abs().mean():.2f})": (first["naive"] - first["y"]).abs()}
+    for mode, r in per_night.items():
+        e = (r["yhat"] - r["y"]).abs()
+        series[f"{mode} start (MAE {e.mean():.2f})"] = e
+    for (label, e), color in zip(series.items(), ("C1", "C0", "C2")):
+        x = pd.to_datetime(e.index)
+        ax.plot(x, e.to_numpy(), ".", color=color, alpha=0.4, markersize=5)
+        ax.plot(x, e.expanding().mean().to_numpy(), color=color, lw=1.6, label=label)
+    ax.set_title("S&P 500, replayed nights: |error| of the next close (dots), running MAE (lines)")
+    ax.set_ylabel("|error|, index points")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"figure: {path.relative_to(ROOT)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nights", type=int, default=60)
@@ -115,19 +149,19 @@ def main() -> None:
                   f"{runs['train'].median():.2f} | {runs['seconds'].iloc[0]:.2f} |")
 
         print("\n| realized, one step ahead | forecasts | MAE | naive MAE | seasonal naive MAE | MAE / naive | "
-              "nights below naive |")
-        print("|---|---|---|---|---|---|---|")
+              "t of the difference with naive | nights below naive |")
+        print("|---|---|---|---|---|---|---|---|")
         for mode, r in per_night.items():
             e, n, s = (r["yhat"] - r["y"]).abs(), (r["naive"] - r["y"]).abs(), (r["snaive"] - r["y"]).abs()
             print(f"| {mode} | {len(r)} | {e.mean():.3f} | {n.mean():.3f} | {s.mean():.3f} | {e.mean() / n.mean():.3f} "
-                  f"| {(e < n).mean():.0%} |")
+                  f"| {paired_t(e - n):+.2f} | {(e < n).mean():.0%} |")
+        figure(per_night, ROOT / "docs" / "backfill_sp500.png")
         if "cold" in per_night:
             w, c = per_night["warm"], per_night["cold"]
             both = w.join(c[["yhat"]], rsuffix="_cold", how="inner")
             d = (both["yhat"] - both["y"]).abs() - (both["yhat_cold"] - both["y"]).abs()
-            t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
             print(f"\nwarm minus cold absolute error on the same {len(d)} targets: mean {d.mean():+.3f} "
-                  f"(t = {t:+.2f}); warm better on {(d < 0).mean():.0%} of them")
+                  f"(t = {paired_t(d):+.2f}); warm better on {(d < 0).mean():.0%} of them")
 
         print("\none more night (--as-of the last value), on the warm backfill's store:")
         last = str(dates[-1].date())

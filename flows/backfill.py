@@ -46,7 +46,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import cli
 from flows.core import ingest, realized, report
-from flows.core.config import ConfigError, RunConfig
+from flows.core.config import ConfigError, RunConfig, is_timestamp
 from flows.core.sources import DataError
 from flows.nightly import TASK_THREADS, nightly
 from flows.runtime import ledger, tracking
@@ -59,6 +59,9 @@ DEFAULTS = {"stat_baselines": "none", "figures": False}
 
 def nights_between(cfg: RunConfig, start: str, end: str) -> list[pd.Timestamp]:
     """The source's timestamps between ``start`` and ``end`` (inclusive), read as of ``end``."""
+    for name, value in (("start", start), ("end", end)):
+        if is_timestamp(value):
+            raise ConfigError(f"parameter {name}={value!r}: {is_timestamp(value)}")
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
     if lo > hi:
         raise ConfigError(f"parameter start={start!r}: after end={end!r}")
@@ -121,7 +124,9 @@ def backfill(start: str, end: str, preset: str | None = None, overrides: dict[st
     flag of ``python -m flows.nightly``), as of each night; skip the nights already in the ledger."""
     t0 = time.perf_counter()
     overrides = {**DEFAULTS, **(overrides or {})}
-    overrides.pop("as_of", None)
+    if overrides.get("as_of"):
+        raise ConfigError(f"parameter as_of={overrides['as_of']!r}: the backfill sets it to each night; give start "
+                          "and end")
     cfg = RunConfig.resolve(preset, overrides)   # every parameter checked before any work
     nights = nights_between(cfg, start, end)
     engine = ledger.open_ledger(cfg.tracking.ledger_url)
@@ -168,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     cli.console_logging()
     overrides = cli.overrides_from(args)
     try:
+        if overrides.get("as_of"):
+            raise ConfigError("parameter as_of: the backfill sets it to each night; give --start and --end")
         cfg = RunConfig.resolve(args.preset, {**DEFAULTS, **overrides})
-        for name in ("start", "end"):
-            pd.Timestamp(getattr(args, name))
         nights_between(cfg, args.start, args.end)   # bad data or dates are reported now, not after the server boots
-    except (ConfigError, DataError, ValueError) as e:
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     try:

@@ -449,15 +449,15 @@ def check_data_advanced(series: Panel, data: DataSpec, url: str | None, model_na
     done = nights[nights["origin"] == newest] if data.as_of else nights[nights["origin"] >= newest]
     if done.empty:
         return None
-    origin, run_id = done["origin"].iloc[-1], done["run_id"].iloc[-1]
+    origin, recorded_by = done["origin"].iloc[-1], done["run_id"].iloc[-1]
     try:
-        before = run.client.get_run(run_id)
+        before = run.client.get_run(recorded_by)
     except MlflowException:   # the run that recorded it is gone: train
         return None
     if before.info.status != "FINISHED" or before.data.tags.get("training_key") != training_key:
         return None   # that night failed after recording, or other parameters: this is not a rerun of it
     return (f"no new data: the newest value of {series.source} ({newest}) is no newer than the forecast origin "
-            f"of the last successful night ({origin}, MLflow run {run_id}); nothing trained or registered")
+            f"of the last successful night ({origin}, MLflow run {recorded_by}); nothing trained or registered")
 
 
 @stage

@@ -19,14 +19,14 @@ Each night, before training, the forecasts whose target has since been observed 
 Query it with any SQL client, e.g. the last night's forecasts of one series::
 
     SELECT ds, yhat, naive, snaive, model_version FROM forecasts
-    WHERE model_name = 'nncore-forecaster' AND unique_id = 'y'
+    WHERE model_name = 'nncore-forecaster' AND unique_id = 'y' AND role = 'candidate'
       AND origin = (SELECT max(origin) FROM forecasts WHERE model_name = 'nncore-forecaster')
     ORDER BY step;
 
 or the realized MAE of each night against the naive forecast's::
 
     SELECT origin, avg(abs(yhat - actual)) AS mae, avg(abs(naive - actual)) AS naive_mae, count(*) AS n
-    FROM forecasts WHERE model_name = 'nncore-forecaster' AND actual IS NOT NULL
+    FROM forecasts WHERE model_name = 'nncore-forecaster' AND role = 'candidate' AND actual IS NOT NULL
     GROUP BY origin ORDER BY origin;
 """
 from __future__ import annotations

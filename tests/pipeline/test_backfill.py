@@ -85,3 +85,16 @@ def test_a_warm_backfill_runs_the_nights_in_order_each_from_the_last_champion(so
     assert [r.data.tags["data_last_date"] for r in runs] == [str(n.date()) for n in nights]   # oldest first
     assert [r.data.tags["init_warm"] for r in runs] == ["False", "True", "True"]
     assert [r.data.metrics["epochs_run"] for r in runs] == [4, 1, 1]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--start", "notadate", "--end", "2008-04-01"], "parameter start='notadate': not a date"),
+    (["--start", "2008-05-01", "--end", "2008-04-01"], "parameter start='2008-05-01': after end='2008-04-01'"),
+    (["--start", "2008-03-01", "--end", "2008-04-01", "--as-of", "2008-01-01"], "the backfill sets it to each night"),
+    (["--start", "2008-03-01", "--end", "2008-04-01", "--epochs", "0"], "parameter epochs=0"),
+])
+def test_bad_arguments_are_refused_before_any_work(argv, message, seeded_cache, capsys):
+    from flows.backfill import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -106,6 +106,8 @@ def test_report_and_config_artifacts(first_run):
     assert set(rows) == set(PARAMETERS)
     assert rows["window"]["value"] == "20" and rows["window"]["from"] == "given"
     assert rows["dtype"]["value"] == "'float32'" and rows["dtype"]["from"] == "default"
+    bar = artifacts["training-progress"]       # moved every --log-every epochs, full at the end
+    assert bar.type == "progress" and float(bar.data) == 100.0 and bar.description.startswith("epochs trained: 4 of 4")
 
 
 def test_a_worse_model_becomes_challenger_and_the_champion_stays(first_run):
