@@ -2,6 +2,7 @@
 import http.server
 import json
 import sys
+import time
 from typing import ClassVar
 
 import numpy as np
@@ -56,3 +57,20 @@ class Sink(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def stored_events(name: str, resource_id: str, timeout: float = 20.0) -> list:
+    """The Prefect events of this name about this resource that the server has stored (waits for its persister)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10, at_exit=False)   # sent, not just queued in this process
+    flt = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            events = client.read_events(flt, limit=50).events   # the client's default 100 is over the server's 50
+            if events or time.monotonic() > deadline:
+                return events
+            time.sleep(0.5)

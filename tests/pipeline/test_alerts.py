@@ -1,19 +1,17 @@
 """Alerts through Prefect: a failed night tells a real notification block (a webhook to a loopback sink), and
 events raised by the pipeline are stored by the (temporary) Prefect server."""
 import asyncio
-import json
 import logging
-import time
 import uuid
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
 from flows.runtime import alerts
+
+from .helpers import stored_events
 
 pytestmark = pytest.mark.flow
 
@@ -92,19 +90,6 @@ def test_a_notification_that_fails_leaves_the_night_failing_with_its_own_error(w
     assert len(warnings) == 1 and repr(name) in warnings[0], warnings
     assert ("ValueError" if problem == "unknown block" else "HTTPStatusError: Server error '500") in warnings[0]
     assert len(sink[1].posts) == (0 if problem == "unknown block" else 1)
-
-
-def stored_events(name: str, resource_id: str, timeout: float = 20.0) -> list:
-    """The events of this name about this resource that the server has stored (waits for its persister)."""
-    EventsWorker.drain_all(timeout=10, at_exit=False)   # sent, not just queued in this process
-    flt = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
-            events = client.read_events(flt, limit=50).events   # the client's default 100 is over the server's 50
-            if events or time.monotonic() > deadline:
-                return events
-            time.sleep(0.5)
 
 
 def test_an_event_is_stored_by_the_server_with_its_model_payload_and_runs(harness):

@@ -41,7 +41,6 @@ def test_an_ensemble_is_the_mean_of_the_networks_its_seeds_train(kind):
 
 @pytest.mark.parametrize("per_series", [False, True])
 def test_an_ensemble_is_saved_loaded_and_served(tmp_path, per_series):
-    from flows.core.composite import LocalModels
     from flows.core.training import combine
 
     cfg = RunConfig.resolve(None, dict(window=6, horizon=3, test_size=2, model="gru", hidden_size=4, epochs=3,

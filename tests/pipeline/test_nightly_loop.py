@@ -10,6 +10,8 @@ from mlflow import MlflowClient
 
 from flows.runtime import ledger
 
+from .helpers import stored_events
+
 pytestmark = pytest.mark.flow
 
 NIGHTS, FIRST, H = 30, 370, 2
@@ -115,6 +117,8 @@ def test_a_stalled_source_ends_the_night_without_training_and_a_stale_one_fails_
     pd.testing.assert_frame_equal(rows_of(loop), before)               # nothing recorded twice
     skipped = MlflowClient().get_run(summary.run_id).data.tags
     assert skipped["skipped"] == "no new data" and "model_version" not in skipped
+    (event,) = stored_events("nnforecast.data.not-advanced", f"nnforecast.model.{loop['overrides']['model_name']}")
+    assert event.payload["message"] == state.message and event.payload["newest"] == str(loop["tail"]["ds"].iloc[-2].date())
     assert len(MlflowClient().search_model_versions(f"name = '{loop['overrides']['model_name']}'")) == NIGHTS
     stale = nightly(overrides={**loop["overrides"], "max_staleness": "3D", "notify": webhook}, return_state=True)
     assert stale.is_failed() and "the data is stale" in stale.message and "--max-staleness 3D" in stale.message
