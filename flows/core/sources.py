@@ -70,6 +70,8 @@ def redact(source: str) -> str:
     query = "&".join(f"{k}=***" if _SECRET_PARAM.search(k) else (f"{k}={v}" if v or "=" in pair else k)
                      for pair in parts.query.split("&") if pair
                      for k, _, v in [pair.partition("=")])
+    if netloc == parts.netloc and query == parts.query:
+        return source   # nothing secret (rebuilding would turn sqlite:////abs/path into sqlite://abs/path)
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -49,6 +49,26 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
+def unreachable(uri: str, timeout: float = 5.0) -> str | None:
+    """Why this process cannot use the MLflow tracking store ``uri`` (None when it can): a SQLite file that is not
+    here (a worker on another machine), or a tracking server that does not answer ``/health``."""
+    shown = redact(uri)
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            return (f"the MLflow store {shown} is not a file on this machine; workers on other machines need a "
+                    "tracking server (MLFLOW_TRACKING_URI=http://host:5000)")
+        return None
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return None
+        except OSError as e:
+            return f"the MLflow tracking server {shown} does not answer: {getattr(e, 'reason', e)}"
+    return None
+
+
 def client() -> MlflowClient:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)

@@ -14,6 +14,9 @@ def test_redact_and_expand_env(monkeypatch):
     assert redact(f"https://ann:{PASSWORD}@h:81/p.csv?api_key={API_KEY}&x=1&token=t&flag") == \
         "https://ann:***@h:81/p.csv?api_key=***&x=1&token=***&flag"
     assert redact("sp500") == "sp500" and redact("/data/p.csv") == "/data/p.csv"
+    # a URL with nothing secret comes back as it was (an absolute SQLite path keeps its four slashes)
+    assert redact("sqlite:////srv/ledger.db") == "sqlite:////srv/ledger.db"
+    assert redact("postgresql+psycopg://ann:pw@db/forecasts") == "postgresql+psycopg://ann:***@db/forecasts"
     monkeypatch.setenv("NNF_TOKEN", TOKEN)
     assert expand_env("https://h/p.csv?token=${NNF_TOKEN}") == f"https://h/p.csv?token={TOKEN}"
     monkeypatch.delenv("NNF_TOKEN")

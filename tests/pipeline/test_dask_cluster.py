@@ -1,0 +1,103 @@
+"""A Dask cluster started on its own (``dask scheduler``, ``dask worker --nworkers 2``), whose workers do not share
+the flow's environment: the sweep's tasks still record into the flow's MLflow store, give the same results as
+``--sequential``, and a worker that cannot reach the store fails the flow with a message naming it."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SWEEP = ["--grid", "model=rnn,mlp", "--set", "n_values=900", "--set", "window=20", "--set", "test_size=60",
+         "--set", "hidden_size=4", "--set", "epochs=3", "--folds", "2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, seeded_cache):
+    """A scheduler and two single-threaded worker processes on loopback, in a directory and an environment of
+    their own (no MLFLOW_TRACKING_URI, no PREFECT_API_URL): the address of the scheduler."""
+    from distributed import Client
+
+    home = tmp_path_factory.mktemp("dask")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = [open(home / name, "w") for name in ("scheduler.log", "workers.log")]
+    scheduler = subprocess.Popen([BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", "127.0.0.1:0"], cwd=home, env=env, stdout=logs[0],
+                                 stderr=subprocess.STDOUT)
+    workers = subprocess.Popen([BIN / "dask", "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                "--no-dashboard", "--local-directory", str(home)], cwd=home, env=env, stdout=logs[1],
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:   # the scheduler listens once it has started
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=60)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        stop(workers)
+        stop(scheduler)
+        for log in logs:
+            log.close()
+
+
+def sweep(*where: str, experiment: str) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    out = subprocess.run([sys.executable, "-m", "flows.sweep", *SWEEP, *where, "--experiment", experiment],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    c = MlflowClient()
+    runs = c.search_runs([c.get_experiment_by_name(experiment).experiment_id], "tags.sweep_config != ''")
+    assert all(r.info.status == "FINISHED" for r in runs)
+    return {r.data.tags["sweep_config"]: r.data.metrics["mean_test_mae"] for r in runs}
+
+
+def test_a_sweep_on_a_cluster_of_its_own_records_into_the_flows_store_with_the_sequential_results(cluster):
+    on_cluster = sweep("--address", cluster, experiment="sweep-cluster")   # workers without the flow's environment
+    alone = sweep("--sequential", experiment="sweep-sequential")
+    assert set(on_cluster) == {"model=rnn", "model=mlp"} and on_cluster == pytest.approx(alone, rel=1e-9)
+
+
+@pytest.mark.fault(fault="a Dask worker that cannot reach the flow's MLflow store (a SQLite file on another machine)",
+                   did="the flow fails before any task: 'Dask worker tcp://… on <host>: the MLflow store … is not a "
+                       "file on this machine; … need a tracking server'",
+                   kept="the store untouched: no run opened in a worker's own default store")
+def test_a_worker_that_cannot_reach_the_store_is_named(cluster, tmp_path):
+    from distributed import Client
+
+    from flows.runtime.cluster import TrackingEnv
+
+    missing = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    with Client(cluster, timeout=10) as client:
+        with pytest.raises(RuntimeError, match=r"Dask worker tcp://127\.0\.0\.1:\d+ on .*: the MLflow store "
+                                               r"sqlite:///.*elsewhere/mlflow.db is not a file on this machine"):
+            client.register_plugin(TrackingEnv({"MLFLOW_TRACKING_URI": missing}))
