@@ -17,6 +17,7 @@ From Python (tests): ``proc = start(name, port, env)``, ``wait_ready(url, timeou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -28,7 +29,6 @@ import sysconfig
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -36,8 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:   # `python ops/serve.py` from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
-from flows.runtime import env as _env_defaults  # noqa: E402  (telemetry off, no progress bars; before mlflow)
-from flows.runtime import tracking  # noqa: E402
+# the project's environment defaults (telemetry off, no download progress bars) before MLflow is imported
+from flows.core.sources import redact
+from flows.runtime import env as _env_defaults
+from flows.runtime import tracking
 
 DEFAULT_MODEL = "nncore-forecaster"
 DEFAULT_PORT = 5001
@@ -78,9 +80,9 @@ def champion_version(model_name: str, env: dict | None = None) -> str:
     try:
         aliases = sorted(c.get_registered_model(model_name).aliases)
     except MlflowException:
-        raise ServeError(f"no registered model {model_name!r} in {_shown(uri)}: run `python -m flows.nightly "
+        raise ServeError(f"no registered model {model_name!r} in {redact(uri)}: run `python -m flows.nightly "
                          f"--model-name {model_name}` first, or give --model-name") from None
-    raise ServeError(f"{model_name!r} has no version with the alias {tracking.CHAMPION!r} in {_shown(uri)} "
+    raise ServeError(f"{model_name!r} has no version with the alias {tracking.CHAMPION!r} in {redact(uri)} "
                      f"(its aliases: {', '.join(aliases) or 'none'}); set one with "
                      f"MlflowClient().set_registered_model_alias({model_name!r}, {tracking.CHAMPION!r}, VERSION)")
 
@@ -102,13 +104,9 @@ def start(model_name: str, port: int, env: dict | None = None, host: str = "127.
     champion_version(model_name, env)
     if not _port_free(host, port):
         raise ServeError(f"--port {port}: {host}:{port} is already in use")
-    out = open(log, "ab") if log is not None else None
-    try:
+    with open(log, "ab") if log is not None else contextlib.nullcontext() as out:   # the child keeps its own copy
         return subprocess.Popen(command(model_name, port, host), env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if out else None, start_new_session=True)
-    finally:
-        if out is not None:
-            out.close()   # the child holds its own descriptor
 
 
 def wait_ready(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> float:
@@ -154,17 +152,18 @@ def example_request(model_name: str, version: str, url: str, env: dict | None = 
     from mlflow.exceptions import MlflowException
 
     env = server_env(env)
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(env.get("MLFLOW_REGISTRY_URI") or env["MLFLOW_TRACKING_URI"])
+    uri = env["MLFLOW_TRACKING_URI"]
+    registry = env.get("MLFLOW_REGISTRY_URI") or uri
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_name}/{version}/serving_input_example.json", dst_path=tmp)
+                artifact_uri=f"models:/{model_name}/{version}/serving_input_example.json", dst_path=tmp,
+                tracking_uri=uri, registry_uri=registry)
             payload = json.dumps(json.loads(Path(path).read_text()), separators=(",", ":"))
-    except (MlflowException, OSError, ValueError):
-        payload = ('{"inputs": [[<the last `window` values, oldest first>]]}   (one series), or '
-                   '{"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [...]}}   (a panel)')
-        return f"curl -s {url}/invocations -H 'Content-Type: application/json' -d '{payload}'"
+    except (MlflowException, OSError, ValueError):   # a version logged without an example
+        return (f"curl -s {url}/invocations -H 'Content-Type: application/json' -d '{{\"inputs\": [[V1, ..., VW]]}}'"
+                "\n  (one series: its last `window` values, oldest first; a panel: "
+                '{"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": [[ID, DATE, VALUE], ...]}})')
     return f"curl -s {url}/invocations -H 'Content-Type: application/json' -d {shlex.quote(payload)}"
 
 
@@ -178,13 +177,6 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _shown(uri: str) -> str:
-    """The tracking URI fit for a message: a password in it as ***, the rest as given (``flows.core.sources.redact``
-    would also turn ``sqlite:////abs/path`` into ``sqlite://abs/path``)."""
-    password = urllib.parse.urlsplit(uri).password if "://" in uri else None
-    return uri.replace(f":{password}@", ":***@", 1) if password else uri
 
 
 def _group_alive(pgid: int) -> bool:
@@ -235,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         version = champion_version(args.model_name, env)
         print(f"serving {args.model_name} v{version} (alias {tracking.CHAMPION}) of "
-              f"{_shown(env['MLFLOW_TRACKING_URI'])}:\n  {shlex.join(command(args.model_name, args.port, args.host))}",
+              f"{redact(env['MLFLOW_TRACKING_URI'])}:\n  {shlex.join(command(args.model_name, args.port, args.host))}",
               flush=True)
         t0 = time.monotonic()
         proc = start(args.model_name, args.port, env, args.host)

@@ -1,6 +1,8 @@
-"""Local services for the nightly pipeline: a Prefect server, the deployment and a worker, an MLflow server.
+"""Local services for the nightly pipeline: a Prefect server, the deployment and a worker, an MLflow server, and
+optionally a Dask cluster.
 
     python ops/services.py start   [--prefect-port 4200] [--mlflow-port 5000] [--state-dir .services]
+                                   [--dask-workers N [--dask-port 8786] [--dask-dashboard-port 8787]]
     python ops/services.py status  [--state-dir .services]
     python ops/services.py stop    [--state-dir .services]
     python ops/services.py env     [--state-dir .services]   # exports that point the CLI at them
@@ -9,7 +11,10 @@
 directory) and waits for its health check; the process work pool (``--overwrite``); ``prefect deploy``
 of every deployment in ``prefect.yaml`` without prompts; an MLflow tracking server on 127.0.0.1 with a
 sqlite backend and a local artifact store that it proxies (``mlflow-artifacts:/``); a Prefect worker on
-the pool whose flow runs log to that MLflow server. Every process gets its own session (process group);
+the pool whose flow runs log to that MLflow server. With ``--dask-workers N``, first a Dask scheduler on
+127.0.0.1 (its dashboard too) and N single-threaded worker processes, each with the servers' URLs; the Prefect
+worker gets ``DASK_SCHEDULER_ADDRESS``, so the sweep, backfill and ``--dask`` runs it executes use that
+cluster (and so does the CLI once ``. <state-dir>/env`` is sourced). Every process gets its own session (process group);
 its PID, start time and command go to ``<state-dir>/services.json`` and its output to
 ``<state-dir>/logs/``. ``stop`` ends exactly those process groups (SIGTERM, then SIGKILL after a
 grace period), checking each PID's start time so a reused PID is never signalled. ``status`` says
@@ -34,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "nightly-pool"
-ORDER = ("prefect-server", "mlflow-server", "worker")  # start order; stop goes in reverse
+ORDER = ("prefect-server", "mlflow-server", "dask-scheduler", "dask-workers", "worker")  # stop goes in reverse
 
 
 class ServiceError(RuntimeError):
@@ -106,6 +111,7 @@ def _listening(pids: list[int]) -> list[str]:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a port in TIME_WAIT after a stop is free
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -171,6 +177,7 @@ class State:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_TRACKING_URI": data["mlflow_tracking_uri"],
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            **({"DASK_SCHEDULER_ADDRESS": data["dask_address"]} if data.get("dask_address") else {}),
             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": env.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
         })
         return env
@@ -213,18 +220,57 @@ def _worker_online(api_url: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Commands
 # ----------------------------------------------------------------------------------------------
-def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, worker: bool = True) -> None:
+def _dask_workers(dashboard: str) -> int | None:
+    """The number of workers connected to the scheduler (its dashboard's JSON), None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{dashboard}/json/counts.json", timeout=5) as r:
+            return int(json.load(r)["workers"])
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError, KeyError):
+        return None
+
+
+def _start_dask(state: State, data: dict, env: dict, n: int, timeout: float) -> None:
+    """A scheduler and ``n`` worker processes (one thread each) on loopback; waits until every worker is connected."""
+    bin_dir = Path(sys.executable).parent
+    scheduler = _spawn(state, data, "dask-scheduler", [
+        str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(data["dask_port"]),
+        "--dashboard-address", f"127.0.0.1:{data['dask_dashboard_port']}"], env)
+    _wait_healthy("the Dask scheduler", f"{data['dask_dashboard']}/health", scheduler, Path(scheduler["log"]),
+                  timeout)
+    workers = _spawn(state, data, "dask-workers", [
+        str(bin_dir / "dask"), "worker", data["dask_address"], "--host", "127.0.0.1", "--nworkers", str(n),
+        "--nthreads", "1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--local-directory", str(state.dir / "dask"), "--preload", "flows.runtime.dask_worker"],
+        env)
+    deadline = time.monotonic() + timeout
+    while (_dask_workers(data["dask_dashboard"]) or 0) < n:
+        if not _alive(workers):
+            raise ServiceError(f"the Dask workers exited during startup; see {workers['log']}:\n"
+                               f"{_tail(Path(workers['log']))}")
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{n} Dask workers did not connect within {timeout:.0f} s; see {workers['log']}")
+        time.sleep(0.5)
+
+
+def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, worker: bool = True,
+          dask_workers: int = 0, dask_port: int = 8786, dask_dashboard_port: int = 8787) -> None:
     data = state.load()
     running = [n for n, rec in data["services"].items() if _alive(rec)]
     if running:
         raise ServiceError(f"already running from {state.dir}: {', '.join(running)} "
                            f"(`python ops/services.py stop --state-dir {state.dir}` first)")
-    for port, what in ((prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")):
+    ports = [(prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")]
+    if dask_workers:
+        ports += [(dask_port, "--dask-port"), (dask_dashboard_port, "--dask-dashboard-port")]
+    for port, what in ports:
         if not _port_free(port):
             raise ServiceError(f"{what} {port}: 127.0.0.1:{port} is already in use")
     data = {"services": {}, "prefect_api_url": f"http://127.0.0.1:{prefect_port}/api",
             "prefect_ui_url": f"http://127.0.0.1:{prefect_port}",
             "mlflow_tracking_uri": f"http://127.0.0.1:{mlflow_port}"}
+    if dask_workers:
+        data.update({"dask_address": f"tcp://127.0.0.1:{dask_port}", "dask_port": dask_port,
+                     "dask_dashboard_port": dask_dashboard_port,
+                     "dask_dashboard": f"http://127.0.0.1:{dask_dashboard_port}", "dask_workers": dask_workers})
     state.save(data)
     env = state.env(data)
     py = sys.executable
@@ -244,6 +290,10 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
                       Path(prefect_rec["log"]), timeout)
         _wait_healthy("the MLflow server", f"{data['mlflow_tracking_uri']}/health", mlflow_rec,
                       Path(mlflow_rec["log"]), timeout)
+        if dask_workers:
+            print(f"dask cluster:   {data['dask_address']} ({dask_workers} workers), dashboard "
+                  f"{data['dask_dashboard']}/status", flush=True)
+            _start_dask(state, data, env, dask_workers, timeout)
 
         print(f"work pool {POOL}; deploying prefect.yaml", flush=True)
         _run([py, "-m", "prefect", "work-pool", "create", POOL, "--type", "process", "--overwrite"], env,
@@ -271,7 +321,8 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
 
 def _exports(data: dict) -> str:
     return (f"export PREFECT_API_URL={data['prefect_api_url']}\n"
-            f"export MLFLOW_TRACKING_URI={data['mlflow_tracking_uri']}\n")
+            f"export MLFLOW_TRACKING_URI={data['mlflow_tracking_uri']}\n"
+            + (f"export DASK_SCHEDULER_ADDRESS={data['dask_address']}\n" if data.get("dask_address") else ""))
 
 
 def stop(state: State, grace: float = 20.0, quiet: bool = False) -> list[str]:
@@ -313,6 +364,8 @@ def status(state: State) -> int:
     for name in ORDER:
         rec = data["services"].get(name)
         if rec is None:
+            if name.startswith("dask") and not data.get("dask_address"):
+                continue   # no cluster asked for
             print(f"{name:15s} not started")
             ok = False
             continue
@@ -326,6 +379,14 @@ def status(state: State) -> int:
             healthy = _healthy(f"{data['mlflow_tracking_uri']}/health")
             health = f" healthy={healthy}  UI {data['mlflow_tracking_uri']}"
             ok &= healthy
+        elif alive and name == "dask-scheduler":
+            healthy = _healthy(f"{data['dask_dashboard']}/health")
+            health = f" healthy={healthy}  {data['dask_address']}  dashboard {data['dask_dashboard']}/status"
+            ok &= healthy
+        elif alive and name == "dask-workers":
+            connected = _dask_workers(data["dask_dashboard"]) or 0
+            health = f" connected={connected}/{data['dask_workers']}"
+            ok &= connected == data["dask_workers"]
         elif alive and name == "worker":
             online = _worker_online(data["prefect_api_url"])
             health = f" online={online}  pool {POOL}"
@@ -346,11 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--timeout", type=float, default=180, help="seconds each service may take to become ready")
     p.add_argument("--no-worker", action="store_true", help="start the servers and deploy, but no worker")
+    p.add_argument("--dask-workers", type=int, default=0, metavar="N",
+                   help="also a Dask scheduler and N worker processes on 127.0.0.1 (default: none)")
+    p.add_argument("--dask-port", type=int, default=8786)
+    p.add_argument("--dask-dashboard-port", type=int, default=8787)
     args = p.parse_args(argv)
     state = State(args.state_dir)
     try:
         if args.command == "start":
-            start(state, args.prefect_port, args.mlflow_port, args.timeout, worker=not args.no_worker)
+            start(state, args.prefect_port, args.mlflow_port, args.timeout, worker=not args.no_worker,
+                  dask_workers=args.dask_workers, dask_port=args.dask_port,
+                  dask_dashboard_port=args.dask_dashboard_port)
         elif args.command == "stop":
             stop(state)
         elif args.command == "status":

@@ -101,3 +101,33 @@ def test_a_worker_that_cannot_reach_the_store_is_named(cluster, tmp_path):
         with pytest.raises(RuntimeError, match=r"Dask worker tcp://127\.0\.0\.1:\d+ on .*: the MLflow store "
                                                r"sqlite:///.*elsewhere/mlflow.db is not a file on this machine"):
             client.register_plugin(TrackingEnv({"MLFLOW_TRACKING_URI": missing}))
+
+
+def test_services_start_a_loopback_dask_cluster_and_stop_it(tmp_path):
+    """``ops/services.py start --dask-workers 2``: a scheduler and two workers, every socket on 127.0.0.1, the address
+    in the exports (the Prefect worker's environment too), and ``stop`` ends them."""
+    state = tmp_path / "services"
+    ports = [str(free_port()) for _ in range(4)]
+
+    def services(*args):
+        return subprocess.run([sys.executable, str(ROOT / "ops" / "services.py"), *args, "--state-dir", str(state)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    try:
+        started = services("start", "--prefect-port", ports[0], "--mlflow-port", ports[1], "--dask-workers", "2",
+                           "--dask-port", ports[2], "--dask-dashboard-port", ports[3], "--no-worker")
+        assert started.returncode == 0, started.stdout + started.stderr
+        status = services("status").stdout
+        scheduler = next(line for line in status.splitlines() if line.startswith("dask-scheduler"))
+        workers = next(line for line in status.splitlines() if line.startswith("dask-workers"))
+        assert "running" in scheduler and f"tcp://127.0.0.1:{ports[2]}" in scheduler and \
+            f"dashboard http://127.0.0.1:{ports[3]}/status" in scheduler
+        assert "running" in workers and "connected=2/2" in workers
+        listening = [a for line in status.splitlines() if "listening " in line
+                     for a in line.split("listening ", 1)[1].split(", ")]
+        assert listening and all(a.startswith("127.0.0.1:") for a in listening), listening
+        assert f"export DASK_SCHEDULER_ADDRESS=tcp://127.0.0.1:{ports[2]}" in services("env").stdout
+    finally:
+        stopped = services("stop").stdout
+    assert "stopped dask-workers" in stopped and "stopped dask-scheduler" in stopped
+    assert services("status").returncode == 3

@@ -156,7 +156,7 @@ def _short_window(window):
 
 
 def _nan_window(window):
-    return {"inputs": [window[:-1] + [float("nan")]]}
+    return {"inputs": [window[:-1] + [float("nan")]]}   # json writes NaN, and MLflow's parser reads it
 
 
 def _short_series(history):
@@ -201,8 +201,10 @@ def test_a_missing_model_or_champion_is_refused_before_anything_starts(harness):
         serve.start("serving-no-champion", _free_port(), env)
 
 
-def test_the_command_line_serves_prints_a_working_example_and_stops_on_sigterm(one_series, tmp_path):
-    """``python ops/serve.py``: ready line, an example curl the server answers, SIGTERM → exit 0, nothing left."""
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_the_command_line_serves_prints_a_working_example_and_stops_on_a_signal(one_series, tmp_path, stop_signal):
+    """``python ops/serve.py``: ready line, an example curl the server answers; SIGTERM or Ctrl-C (SIGINT) → exit 0,
+    nothing left listening."""
     _, _, recorded, _ = one_series
     port, out = _free_port(), tmp_path / "serve.out"
     with open(out, "wb") as f:
@@ -218,7 +220,7 @@ def test_the_command_line_serves_prints_a_working_example_and_stops_on_sigterm(o
         curl = shlex.split(next(line for line in text.splitlines() if line.strip().startswith("curl ")))
         status, body = _post(f"http://127.0.0.1:{port}", json.loads(curl[curl.index("-d") + 1]))
         assert status == 200 and len(body["predictions"][0]) == len(recorded), body
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=30) == 0, out.read_text()
     finally:
         if proc.poll() is None:   # the test failed before SIGTERM did its work: serve.py stops its server on SIGTERM
@@ -238,7 +240,7 @@ def test_the_command_line_serves_prints_a_working_example_and_stops_on_sigterm(o
 
 
 def _serving_processes(port: int) -> list[int]:
-    """PIDs of live processes (mlflow, uvicorn) whose command line names this port."""
+    """PIDs of live processes serving on this port: ``mlflow models serve`` and the ``uvicorn`` it runs."""
     found = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -248,6 +250,7 @@ def _serving_processes(port: int) -> list[int]:
             state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and b"--port" in cmd and str(port).encode() in cmd:
+        ours = b"mlflow.pyfunc.scoring_server.app:app" in cmd or (b"models" in cmd and b"serve" in cmd)
+        if state != "Z" and ours and str(port).encode() in cmd:
             found.append(int(d.name))
     return found
