@@ -8,6 +8,11 @@ OpenMP loops on every core), and ``--workers N`` (one single-threaded Dask worke
 core: Dask's nanny sets OMP_NUM_THREADS=1). MLflow writes to a fresh sqlite store in a temporary directory.
 
     python benchmarks/bench_sweep.py [--repeats 3] [--workers 2] [--epochs 100]
+    python benchmarks/bench_sweep.py --address tcp://127.0.0.1:8786 --no-sequential   # + a cluster of its own
+
+``--address``: also on an existing Dask cluster (e.g. ``ops/services.py start --dask-workers 2``), whose workers
+get the flow's tracking store through the runner's worker plugin; ``--no-sequential`` skips the one-process
+modes (the speed-up column is then over the LocalCluster).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--address", help="also sweep on the Dask scheduler at this address")
+    p.add_argument("--no-sequential", action="store_true", help="only the Dask modes")
     p.add_argument("--grid", action="append", default=None,
                    help="grid dimensions as for flows.sweep (default model=rnn,gru,lstm,mlp hidden_size=16,32)")
     args = p.parse_args()
@@ -35,8 +42,11 @@ def main() -> None:
     common = [a for g in grid for a in ("--grid", g)] + [
         "--set", "n_values=4000", "--set", "window=60", "--set", "test_size=200", "--set", f"epochs={args.epochs}",
         "--folds", "2", "--experiment", "bench-sweep"]
-    modes = {"sequential, 1 thread": ["--sequential"], "sequential": ["--sequential"],
-             f"dask, {args.workers} workers": ["--workers", str(args.workers)]}
+    local = f"dask, {args.workers} workers"
+    sequential = {"sequential, 1 thread": ["--sequential"], "sequential": ["--sequential"]}
+    modes = {**({} if args.no_sequential else sequential),
+             local: ["--workers", str(args.workers)],
+             **({"dask, cluster of its own": ["--address", args.address]} if args.address else {})}
     times: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
@@ -55,7 +65,7 @@ def main() -> None:
     n_configs = 1
     for g in grid:
         n_configs *= len(g.split("=", 1)[1].split(","))
-    seq = statistics.median(times["sequential, 1 thread"])
+    seq = statistics.median(times[local if args.no_sequential else "sequential, 1 thread"])
     print()
     print(f"| mode | configurations × folds | runs | median wall s | speed-up |")
     print("|---|---|---|---|---|")

@@ -239,7 +239,8 @@ def _start_dask(state: State, data: dict, env: dict, n: int, timeout: float) -> 
                   timeout)
     workers = _spawn(state, data, "dask-workers", [
         str(bin_dir / "dask"), "worker", data["dask_address"], "--host", "127.0.0.1", "--nworkers", str(n),
-        "--nthreads", "1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--local-directory", str(state.dir / "dask"), "--preload", "flows.runtime.dask_worker"],
+        "--nthreads", "1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",   # every socket on loopback
+        "--local-directory", str(state.dir / "dask"), "--preload", "flows.runtime.dask_worker"],
         env)
     deadline = time.monotonic() + timeout
     while (_dask_workers(data["dask_dashboard"]) or 0) < n:
