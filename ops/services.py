@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,7 +41,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "nightly-pool"
-ORDER = ("prefect-server", "mlflow-server", "dask-scheduler", "dask-workers", "worker")  # stop goes in reverse
+ORDER = ("postgres", "prefect-server", "mlflow-server", "dask-scheduler", "dask-workers", "worker")  # stop: reverse
+PG_USER = "nnforecast"
+PG_DATABASES = ("prefect", "mlflow", "ledger")
 
 
 class ServiceError(RuntimeError):
@@ -178,6 +182,9 @@ class State:
             "MLFLOW_TRACKING_URI": data["mlflow_tracking_uri"],
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             **({"DASK_SCHEDULER_ADDRESS": data["dask_address"]} if data.get("dask_address") else {}),
+            **({"PGPASSWORD": _pg_password(self), "PREFECT_API_DATABASE_CONNECTION_URL": data["prefect_database_url"],
+                "MLFLOW_BACKEND_STORE_URI": data["mlflow_backend_store_uri"], "NNFORECAST_LEDGER_URL": data["ledger_url"]}
+               if data.get("db") == "postgres" else {}),
             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": env.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
         })
         return env
@@ -220,6 +227,79 @@ def _worker_online(api_url: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Commands
 # ----------------------------------------------------------------------------------------------
+def _pg_bindir() -> Path:
+    """Debian's newest PostgreSQL server binaries (``/usr/lib/postgresql/N/bin``), else those on the PATH."""
+    debian = sorted((p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parts[-3].isdigit()),
+                    key=lambda b: int(b.parts[-2]))
+    if debian:
+        return debian[-1]
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if (Path(d) / "initdb").exists():
+            return Path(d)
+    raise ServiceError("--db postgres needs PostgreSQL's server (initdb, postgres): apt-get install -y postgresql")
+
+
+def _as_postgres() -> tuple[list[str], pwd.struct_passwd | None]:
+    """PostgreSQL refuses to run as root: as root, run it as the ``postgres`` user."""
+    if os.geteuid() != 0:
+        return [], None
+    try:
+        return ["runuser", "-u", "postgres", "--"], pwd.getpwnam("postgres")
+    except KeyError:
+        raise ServiceError("PostgreSQL refuses to run as root and there is no `postgres` user to run it as "
+                           "(apt-get install -y postgresql creates it)") from None
+
+
+def _pg_password(state: State) -> str:
+    path = state.dir / "postgres" / "password"
+    return path.read_text().strip()
+
+
+def _start_postgres(state: State, data: dict, env: dict, timeout: float) -> None:
+    """A PostgreSQL server on 127.0.0.1 with password (SCRAM) authentication, its cluster under the state directory
+    (created on first use, the password generated into ``postgres/password``, mode 600), and the databases of the
+    Prefect server, the MLflow server and the forecast ledger."""
+    bindir, (prefix, owner) = _pg_bindir(), _as_postgres()
+    home = state.dir / "postgres"
+    pgdata, sockets, pwfile = home / "data", home / "sockets", home / "password"
+    home.mkdir(parents=True, exist_ok=True)
+    sockets.mkdir(exist_ok=True)
+    if not pwfile.exists():
+        pwfile.write_text(secrets.token_urlsafe(24) + "\n")
+    os.chmod(pwfile, 0o600)
+    if owner is not None:
+        for path in (home, sockets, pwfile):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    if prefix and subprocess.run([*prefix, "test", "-w", str(home)]).returncode != 0:
+        raise ServiceError(f"the postgres user cannot reach {home} (PostgreSQL runs as that user, not root): give "
+                           "--state-dir a directory whose parents it may enter (e.g. under /var/tmp)")
+    env = dict(env, PGPASSWORD=_pg_password(state))   # psql reads it; never on a command line
+    if not (pgdata / "PG_VERSION").exists():
+        print("initialising the PostgreSQL cluster", flush=True)
+        _run([*prefix, str(bindir / "initdb"), "-D", str(pgdata), "-A", "scram-sha-256", f"--pwfile={pwfile}",
+              "-U", PG_USER, "-E", "UTF8", "--locale=C"], env, "initdb")
+    rec = _spawn(state, data, "postgres", [*prefix, str(bindir / "postgres"), "-D", str(pgdata), "-c",
+                                           "listen_addresses=127.0.0.1", "-p", str(data["postgres_port"]), "-k",
+                                           str(sockets)], env)
+    deadline = time.monotonic() + timeout
+    while subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(data["postgres_port"])],
+                         env=env).returncode != 0:
+        if not _alive(rec):
+            raise ServiceError(f"PostgreSQL exited during startup; see {rec['log']}:\n{_tail(Path(rec['log']))}")
+        if time.monotonic() > deadline:
+            raise ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s; see {rec['log']}")
+        time.sleep(0.3)
+    psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(data["postgres_port"]), "-U", PG_USER, "-d",
+            "postgres", "-v", "ON_ERROR_STOP=1", "-tAc"]
+    for db in PG_DATABASES:
+        found = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{db}'"], env=env,
+                               capture_output=True, text=True, timeout=60)
+        if found.returncode != 0:
+            raise ServiceError(f"PostgreSQL: cannot connect as {PG_USER}: {found.stderr.strip()}")
+        if found.stdout.strip() != "1":
+            _run([*psql, f"CREATE DATABASE {db}"], env, f"creating the database {db}")
+
+
 def _dask_workers(dashboard: str) -> int | None:
     """The number of workers connected to the scheduler (its dashboard's JSON), None when it does not answer."""
     try:
@@ -253,7 +333,8 @@ def _start_dask(state: State, data: dict, env: dict, n: int, timeout: float) -> 
 
 
 def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, worker: bool = True,
-          dask_workers: int = 0, dask_port: int = 8786, dask_dashboard_port: int = 8787) -> None:
+          dask_workers: int = 0, dask_port: int = 8786, dask_dashboard_port: int = 8787, db: str = "sqlite",
+          postgres_port: int = 5432) -> None:
     data = state.load()
     running = [n for n, rec in data["services"].items() if _alive(rec)]
     if running:
@@ -262,6 +343,8 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
     ports = [(prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")]
     if dask_workers:
         ports += [(dask_port, "--dask-port"), (dask_dashboard_port, "--dask-dashboard-port")]
+    if db == "postgres":
+        ports += [(postgres_port, "--postgres-port")]
     for port, what in ports:
         if not _port_free(port):
             raise ServiceError(f"{what} {port}: 127.0.0.1:{port} is already in use")
@@ -272,10 +355,21 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
         data.update({"dask_address": f"tcp://127.0.0.1:{dask_port}", "dask_port": dask_port,
                      "dask_dashboard_port": dask_dashboard_port,
                      "dask_dashboard": f"http://127.0.0.1:{dask_dashboard_port}", "dask_workers": dask_workers})
+    if db == "postgres":   # the URLs carry no password: every service reads PGPASSWORD from its environment
+        pg = f"{PG_USER}@127.0.0.1:{postgres_port}"
+        data.update({"db": "postgres", "postgres_port": postgres_port,
+                     "prefect_database_url": f"postgresql+asyncpg://{pg}/prefect",
+                     "mlflow_backend_store_uri": f"postgresql+psycopg://{pg}/mlflow",
+                     "ledger_url": f"postgresql+psycopg://{pg}/ledger",
+                     "pg_password_file": str(state.dir / "postgres" / "password")})
     state.save(data)
-    env = state.env(data)
     py = sys.executable
     try:
+        if db == "postgres":
+            state.dir.mkdir(parents=True, exist_ok=True)
+            print(f"postgresql:     127.0.0.1:{postgres_port} (databases {', '.join(PG_DATABASES)})", flush=True)
+            _start_postgres(state, data, dict(os.environ), timeout)
+        env = state.env(data)
         print(f"prefect server: {data['prefect_ui_url']}\nmlflow server:  {data['mlflow_tracking_uri']}", flush=True)
         (state.dir / "mlflow").mkdir(parents=True, exist_ok=True)
         # both servers boot at once (each is mostly a Python process importing its framework)
@@ -284,7 +378,8 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
                               "--analytics-off"], env)
         mlflow_rec = _spawn(state, data, "mlflow-server",
                             [py, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                             "--workers", "1", "--backend-store-uri", f"sqlite:///{state.dir / 'mlflow' / 'mlflow.db'}",
+                             "--workers", "1", *([] if db == "postgres" else [   # postgres: MLFLOW_BACKEND_STORE_URI
+                                 "--backend-store-uri", f"sqlite:///{state.dir / 'mlflow' / 'mlflow.db'}"]),
                              "--serve-artifacts", "--artifacts-destination",
                              (state.dir / "mlflow" / "artifacts").as_uri()], env)
         _wait_healthy("the Prefect server", f"{data['prefect_api_url']}/health", prefect_rec,
@@ -323,7 +418,9 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
 def _exports(data: dict) -> str:
     return (f"export PREFECT_API_URL={data['prefect_api_url']}\n"
             f"export MLFLOW_TRACKING_URI={data['mlflow_tracking_uri']}\n"
-            + (f"export DASK_SCHEDULER_ADDRESS={data['dask_address']}\n" if data.get("dask_address") else ""))
+            + (f"export DASK_SCHEDULER_ADDRESS={data['dask_address']}\n" if data.get("dask_address") else "")
+            + (f"export NNFORECAST_LEDGER_URL={data['ledger_url']}\n"
+               f"export PGPASSWORD=\"$(cat {data['pg_password_file']})\"\n" if data.get("db") == "postgres" else ""))
 
 
 def stop(state: State, grace: float = 20.0, quiet: bool = False) -> list[str]:
@@ -365,8 +462,9 @@ def status(state: State) -> int:
     for name in ORDER:
         rec = data["services"].get(name)
         if rec is None:
-            if name.startswith("dask") and not data.get("dask_address"):
-                continue   # no cluster asked for
+            if (name.startswith("dask") and not data.get("dask_address")) or (name == "postgres"
+                                                                               and data.get("db") != "postgres"):
+                continue   # not asked for
             print(f"{name:15s} not started")
             ok = False
             continue
@@ -380,6 +478,11 @@ def status(state: State) -> int:
             healthy = _healthy(f"{data['mlflow_tracking_uri']}/health")
             health = f" healthy={healthy}  UI {data['mlflow_tracking_uri']}"
             ok &= healthy
+        elif alive and name == "postgres":
+            ready = subprocess.run([str(_pg_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
+                                    str(data["postgres_port"])]).returncode == 0
+            health = f" ready={ready}  127.0.0.1:{data['postgres_port']} (databases {', '.join(PG_DATABASES)})"
+            ok &= ready
         elif alive and name == "dask-scheduler":
             healthy = _healthy(f"{data['dask_dashboard']}/health")
             health = f" healthy={healthy}  {data['dask_address']}  dashboard {data['dask_dashboard']}/status"
@@ -410,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-worker", action="store_true", help="start the servers and deploy, but no worker")
     p.add_argument("--dask-workers", type=int, default=0, metavar="N",
                    help="also a Dask scheduler and N worker processes on 127.0.0.1 (default: none)")
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
+                   help="the Prefect and MLflow servers' and the ledger's database: SQLite files (default) or a "
+                        "PostgreSQL server started here (Debian's postgresql; data under the state directory)")
+    p.add_argument("--postgres-port", type=int, default=5432)
     p.add_argument("--dask-port", type=int, default=8786)
     p.add_argument("--dask-dashboard-port", type=int, default=8787)
     args = p.parse_args(argv)
@@ -418,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "start":
             start(state, args.prefect_port, args.mlflow_port, args.timeout, worker=not args.no_worker,
                   dask_workers=args.dask_workers, dask_port=args.dask_port,
-                  dask_dashboard_port=args.dask_dashboard_port)
+                  dask_dashboard_port=args.dask_dashboard_port, db=args.db, postgres_port=args.postgres_port)
         elif args.command == "stop":
             stop(state)
         elif args.command == "status":

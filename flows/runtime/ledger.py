@@ -78,7 +78,10 @@ class LedgerError(RuntimeError):
 
 
 def default_url() -> str:
-    """``ledger.db`` beside a SQLite MLflow store, else in the project."""
+    """``$NNFORECAST_LEDGER_URL`` (``ops/services.py --db postgres`` sets it), else ``ledger.db`` beside a SQLite
+    MLflow store, else in the project."""
+    if os.environ.get("NNFORECAST_LEDGER_URL"):
+        return os.environ["NNFORECAST_LEDGER_URL"]
     tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
     folder = Path(tracking[len("sqlite:///"):]).parent if tracking.startswith("sqlite:///") else PROJECT_ROOT
     return f"sqlite:///{folder / 'ledger.db'}"

@@ -50,3 +50,63 @@ def test_stop_leaves_a_reused_pid_alone(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_start_with_postgres_puts_prefect_mlflow_and_the_ledger_in_it(tmp_path, seeded_cache):
+    """``start --db postgres``: a PostgreSQL server on loopback holds the Prefect server's, the MLflow server's and
+    the ledger's data; a nightly run through the exports lands in all three; the generated password is in no
+    command line, state file, log or MLflow parameter; ``stop`` ends it."""
+    import os
+    import shutil
+    import tempfile
+
+    state = Path(tempfile.mkdtemp(prefix="nnforecast-services-")) / "services"   # PostgreSQL runs as `postgres`:
+    os.chmod(state.parent, 0o755)                                              # a directory it may enter
+    ports = {}
+    for name in ("prefect", "mlflow", "postgres"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports[name] = str(s.getsockname()[1])
+
+    def run(*args, env=None):
+        return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env=env)
+
+    def ops(*args):
+        return run(str(ROOT / "ops" / "services.py"), *args, "--state-dir", str(state))
+
+    try:
+        started = ops("start", "--db", "postgres", "--postgres-port", ports["postgres"], "--prefect-port",
+                      ports["prefect"], "--mlflow-port", ports["mlflow"], "--no-worker")
+        assert started.returncode == 0, started.stdout + started.stderr
+        status = ops("status").stdout
+        assert next(line for line in status.splitlines() if line.startswith("postgres")).count("ready=True") == 1
+        assert f"listening 127.0.0.1:{ports['postgres']}" in status
+        password = (state / "postgres" / "password").read_text().strip()
+        exports = dict(line[len("export "):].split("=", 1) for line in ops("env").stdout.splitlines())
+        env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+        env.update({k: v for k, v in exports.items() if k != "PGPASSWORD"}, PGPASSWORD=password,
+                   PREFECT_HOME=str(state / "prefect-home"))
+        night = run("-m", "flows.nightly", "--n-values", "900", "--window", "20", "--test-size", "60",
+                    "--hidden-size", "6", "--epochs", "3", "--stat-baselines", "none", "--no-figures",
+                    "--experiment", "pg", "--model-name", "pg-model", env=env)
+        assert night.returncode == 0, night.stdout + night.stderr
+        counts = {}
+        for db, table in (("prefect", "flow_run"), ("mlflow", "runs"), ("ledger", "forecasts")):
+            out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", ports["postgres"], "-U", "nnforecast", "-d", db,
+                                  "-tAc", f"SELECT count(*) FROM {table}"], env={**os.environ, "PGPASSWORD": password},
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            counts[db] = int(out.stdout)
+        assert counts["prefect"] >= 1 and counts["mlflow"] == 1 and counts["ledger"] == 1, counts
+        from mlflow import MlflowClient
+
+        run_params = MlflowClient(exports["MLFLOW_TRACKING_URI"]).search_runs(
+            [MlflowClient(exports["MLFLOW_TRACKING_URI"]).get_experiment_by_name("pg").experiment_id])[0].data.params
+        leaked = [p for p in [state / "services.json", *sorted((state / "logs").glob("*.log"))]
+                  if password in p.read_text(errors="replace")]
+        assert not leaked and password not in json.dumps(run_params) and password not in started.stdout
+    finally:
+        stopped = ops("stop").stdout
+        shutil.rmtree(state.parent, ignore_errors=True)
+    assert "stopped postgres" in stopped
