@@ -50,7 +50,7 @@ from flows.core.sources import DataError
 from flows.nightly import TASK_THREADS, nightly
 from flows.runtime import ledger, tracking
 from flows.runtime.progress import Progress
-from flows.tasks import RunSummary, say
+from flows.tasks import RunSummary, say, score_ledger
 
 #: what the backfill changes in each night's parameters unless given
 DEFAULTS = {"stat_baselines": "none", "figures": False}
@@ -88,16 +88,7 @@ def replay_night(night: str, preset: str | None, overrides: dict[str, Any]) -> R
 def score_backfill(cfg: RunConfig, end: str) -> realized.Realized:
     """Join every matured forecast with the actual values up to ``end``; the realized errors per night."""
     panel = ingest.load_series(dataclasses.replace(cfg.data, as_of=end), cfg.windows.positive_only)
-    actuals = pd.DataFrame({"unique_id": np.repeat(panel.ids.astype(str), panel.lengths), "ds": panel.times,
-                            "y": panel.values})
-    engine = ledger.open_ledger(cfg.tracking.ledger_url)
-    try:
-        ledger.score(engine, cfg.tracking.model_name, actuals)
-        rows = ledger.read(engine, cfg.tracking.model_name)
-    finally:
-        engine.dispose()
-    return realized.realized(rows, realized.naive_scales(panel.ids, lambda s: panel.series(s)[1]),
-                             cfg.tracking.score_nights)
+    return score_ledger(panel, cfg.tracking.ledger_url, cfg.tracking.model_name, cfg.tracking.score_nights)[1]
 
 
 def backfill_markdown(cfg: RunConfig, start: str, end: str, real: realized.Realized, replayed: int, skipped: int,

@@ -390,11 +390,9 @@ class Scored:
     newly_scored: int
 
 
-@stage
-def score_forecasts(series: Panel, url: str | None, model_name: str, window: int, run_id: str) -> Scored:
-    """Before training: join the published forecasts whose target has now been observed with the actual values,
-    then log the realized errors (per night, with the night as step and timestamp, and over the last ``window``
-    nights and all) and the figure "realized error over nights" to the MLflow run."""
+def score_ledger(series: Panel, url: str | None, model_name: str, window: int) -> tuple[int, Realized]:
+    """Join the ledger's matured forecasts of ``model_name`` with the values of ``series``; how many were newly
+    scored, and the realized errors of every scored one."""
     actuals = pd.DataFrame({"unique_id": np.repeat(series.ids.astype(str), series.lengths), "ds": series.times,
                             "y": series.values})
     engine = ledger.open_ledger(url)
@@ -403,7 +401,15 @@ def score_forecasts(series: Panel, url: str | None, model_name: str, window: int
         rows = ledger.read(engine, model_name)
     finally:
         engine.dispose()
-    real = realized.realized(rows, realized.naive_scales(series.ids, lambda s: series.series(s)[1]), window)
+    return n, realized.realized(rows, realized.naive_scales(series.ids, lambda s: series.series(s)[1]), window)
+
+
+@stage
+def score_forecasts(series: Panel, url: str | None, model_name: str, window: int, run_id: str) -> Scored:
+    """Before training: join the published forecasts whose target has now been observed with the actual values,
+    then log the realized errors (per night, with the night as step and timestamp, and over the last ``window``
+    nights and all) and the figure "realized error over nights" to the MLflow run."""
+    n, real = score_ledger(series, url, model_name, window)
     run = Run(run_id)
     png = None
     if real.n_nights:
