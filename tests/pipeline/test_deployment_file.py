@@ -21,7 +21,7 @@ def test_entrypoint_loads_the_flow():
     from prefect.flows import load_flow_from_entrypoint
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    flow = load_flow_from_entrypoint(str(ROOT / spec["deployments"][0]["entrypoint"]))
+    flow = load_flow_from_entrypoint(spec["deployments"][0]["entrypoint"])
     assert flow.name == "nightly"
     assert set(flow.parameters.properties) == {"preset", "overrides"}
 
@@ -35,7 +35,7 @@ def test_weekly_sweep_deployment_declaration():
 
     from flows.sweep import expand_grid
 
-    flow = load_flow_from_entrypoint(str(ROOT / weekly["entrypoint"]))
+    flow = load_flow_from_entrypoint(weekly["entrypoint"])
     assert flow.name == "sweep"
     params = weekly["parameters"]
     assert set(params) <= set(flow.parameters.properties)
@@ -50,8 +50,20 @@ def test_backfill_deployment_declaration():
 
     from flows.core.config import RunConfig
 
-    flow = load_flow_from_entrypoint(str(ROOT / backfill["entrypoint"]))
+    flow = load_flow_from_entrypoint(backfill["entrypoint"])
     assert flow.name == "backfill"
     assert set(flow.parameters.properties) == {"start", "end", "preset", "overrides"}
     assert set(flow.parameters.required) == {"start", "end"}
     RunConfig.resolve(None, backfill["parameters"]["overrides"])
+
+
+def test_entrypoints_are_modules_a_dask_worker_can_import():
+    """A file entrypoint (``flows/sweep.py:sweep``) is loaded as the top-level module ``sweep``: its tasks pickle by
+    reference to ``sweep``, which a worker of a cluster started on its own cannot import (``No module named
+    'sweep'``, met by the weekly sweep on the services' Dask cluster). A module entrypoint keeps them ``flows.*``."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    for d in spec["deployments"]:
+        flow = load_flow_from_entrypoint(d["entrypoint"])
+        assert flow.fn.__module__ == d["entrypoint"].split(":")[0] and flow.fn.__module__.startswith("flows."), d
