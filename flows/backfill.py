@@ -11,7 +11,9 @@ evaluates, registers and records its forecasts in the ledger, exactly as the nig
 * **Resumable**: nights already in the ledger (for this ``--model-name``) are skipped, so a backfill that was
   stopped continues where it stopped, and a second run of the same range does nothing.
 * **Parallel or sequential**: cold starts (``--init none``, the default) do not depend on each other and run
-  concurrently (one per core, each a nightly subflow run inside a task); warm starts (``--init champion``)
+  concurrently, each a nightly subflow run inside a task: in threads of this process (one per core), or with
+  ``--dask [ADDRESS]`` (or ``$DASK_SCHEDULER_ADDRESS``, which the deployment's runs get from ``ops/services.py``)
+  on the Dask workers of that cluster, a night per worker; warm starts (``--init champion``)
   start from the previous night's champion, so they run one after another, oldest first. Either way, a
   last scoring pass joins every matured forecast with the actual values up to ``end`` and the backfill's
   report shows the realized error of each night against the naive and seasonal naive forecasts.
@@ -31,6 +33,7 @@ if __name__ == "__main__":
 
 import argparse
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +43,10 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_dask import DaskTaskRunner
 
 from flows import cli
 from flows.core import ingest, realized, report
@@ -49,6 +54,7 @@ from flows.core.config import ConfigError, RunConfig, is_timestamp
 from flows.core.sources import DataError
 from flows.nightly import TASK_THREADS, nightly
 from flows.runtime import ledger, tracking
+from flows.runtime.cluster import dask_runner
 from flows.runtime.progress import Progress
 from flows.tasks import RunSummary, say, score_ledger
 
@@ -107,7 +113,15 @@ def backfill_markdown(cfg: RunConfig, start: str, end: str, real: realized.Reali
     return "\n".join(lines)
 
 
-@flow(name="backfill", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=TASK_THREADS))
+def task_runner(address: str | None = None, dask: bool = False):
+    """The cold nights' runner: the Dask scheduler at ``address`` (or ``$DASK_SCHEDULER_ADDRESS``; with ``dask`` and
+    neither, a LocalCluster), else threads of this process."""
+    if dask or address or os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        return dask_runner(address)
+    return ThreadPoolTaskRunner(max_workers=TASK_THREADS)
+
+
+@flow(name="backfill", log_prints=False, task_runner=task_runner())
 def backfill(start: str, end: str, preset: str | None = None, overrides: dict[str, Any] | None = None) \
         -> BackfillSummary:
     """Replay the nights from ``start`` to ``end`` with the nightly's parameters (``preset``, ``overrides``: any
@@ -134,6 +148,10 @@ def backfill(start: str, end: str, preset: str | None = None, overrides: dict[st
             nightly(preset=preset, overrides={**overrides, "as_of": str(night)})
             progress.update(done, f"; last {night.date()}")
     else:
+        if isinstance(FlowRunContext.get().task_runner, DaskTaskRunner):
+            # a worker (perhaps on another machine) writes to this ledger, not to its own default one; the URL as
+            # given (no password in it: PGPASSWORD or ${VAR} in the workers' environment)
+            overrides = {**overrides, "ledger_url": cfg.tracking.ledger_url or ledger.default_url()}
         futures = [replay_night.submit(str(n), preset, overrides) for n in todo]
         for done, _ in enumerate(as_completed(futures), 1):
             progress.update(done)
@@ -154,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog="Every other flag is the nightly's (python -m flows.nightly --help).")
     p.add_argument("--start", required=True, help="first night to replay (a date or date-time of the source)")
     p.add_argument("--end", required=True, help="last night to replay (inclusive)")
+    p.add_argument("--dask", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="replay the cold-start nights on Dask: the scheduler at ADDRESS (or $DASK_SCHEDULER_ADDRESS, "
+                        "which also selects it without this flag), else a local cluster of one worker process per "
+                        "core (default: threads of this process)")
     cli.add_config_arguments(p)
     return p
 
@@ -173,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracking.client()
         server.wait_ready()
-        summary = cli.run_flow(backfill, {"start": args.start, "end": args.end, "preset": args.preset,
-                                          "overrides": overrides})
+        flow_fn = backfill if args.dask is None else backfill.with_options(
+            task_runner=task_runner(args.dask or None, dask=True))
+        summary = cli.run_flow(flow_fn, {"start": args.start, "end": args.end, "preset": args.preset,
+                                         "overrides": overrides})
     except Exception as e:  # noqa: BLE001 - the flow run already recorded the traceback
         print(f"error: the backfill failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -36,6 +36,7 @@ from typing import Any
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -47,7 +48,7 @@ from flows.core.backtest import SweepEntry
 from flows.core.config import PARAMETERS, ConfigError, RunConfig, parse_value
 from flows.core.panel import Panel
 from flows.runtime import tracking
-from flows.runtime.cluster import dask_runner
+from flows.runtime.cluster import dashboard_link, dask_runner
 from flows.runtime.progress import Progress
 from flows.tasks import load_series, say
 from nncore import MODELS
@@ -103,7 +104,7 @@ def backtest_config(cfg: RunConfig, name: str, series: Panel, folds: list, level
 
 
 @task
-def write_sweep_report(entries: list[SweepEntry], level: float, parent_run_id: str) -> dict:
+def write_sweep_report(entries: list[SweepEntry], level: float, parent_run_id: str, dashboard: str | None = None) -> dict:
     """Comparison table and figure on the parent run; a Prefect artifact names the best configuration."""
     entries = sorted(entries, key=lambda e: e.stat("mean_test_mae"))
     best = entries[0]
@@ -116,7 +117,8 @@ def write_sweep_report(entries: list[SweepEntry], level: float, parent_run_id: s
                         "naive_mean_test_mae": best.stat("mean_naive_test_mae"),
                         "best_mean_test_mase": best.stat("mean_test_mase")})
     parent.set_tags({"best_config": best.label, "best_run_id": best.run_id})
-    create_markdown_artifact(key="sweep-report", markdown=report.sweep_markdown(entries, table, png, parent.url()),
+    create_markdown_artifact(key="sweep-report", markdown=report.sweep_markdown(entries, table, png, parent.url(),
+                                                                               dashboard),
                              description=f"best: {best.label}")
     say(f"best configuration: {best.label} (mean test MAE {best.stat('mean_test_mae'):.3f}, "
         f"naive {best.stat('mean_naive_test_mae'):.3f})")
@@ -147,6 +149,10 @@ def sweep(grid: dict[str, list] | None = None, preset: str | None = None, overri
               "mode": mode, "train_span": train_span, "level": level, "configurations": len(configs),
               "source": base.public()["source"]}
     with tracking.run(experiment, current_flow_run.name or "sweep", tags, params) as parent:
+        dashboard = dashboard_link(FlowRunContext.get().task_runner)
+        if dashboard:   # where to watch the configurations run: in the report, and on the parent run
+            parent.set_tags({"dask_dashboard": dashboard})
+            say(f"Dask dashboard: {dashboard}")
         series = load_series(base.data, base.windows.positive_only, parent.id)
         n = len(series.tail(base.data.n_values))
         fold_list = bt.walk_forward(n, folds, base.windows.test_size, max(c.windows.window for c in configs),
@@ -158,7 +164,7 @@ def sweep(grid: dict[str, list] | None = None, preset: str | None = None, overri
         for done, _ in enumerate(as_completed(futures), 1):
             progress.update(done)
         entries = [f.result() for f in futures]
-        summary = write_sweep_report(entries, level, parent.id)
+        summary = write_sweep_report(entries, level, parent.id, dashboard)
     return {**summary, "parent_run_id": parent.id, "entries": entries}
 
 

@@ -41,13 +41,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "nightly-pool"
-ORDER = ("postgres", "prefect-server", "mlflow-server", "dask-scheduler", "dask-workers", "worker")  # stop: reverse
+ORDER = ("postgres", "prefect-server", "mlflow-server", "dask-scheduler", "dask-worker-*", "worker")  # stop: reverse
 PG_USER = "nnforecast"
 PG_DATABASES = ("prefect", "mlflow", "ledger")
 
 
 class ServiceError(RuntimeError):
     pass
+
+
+def _names(data: dict) -> list[str]:
+    """The services of this state in start order (``dask-worker-*``: one per Dask worker)."""
+    workers = sorted((n for n in data["services"] if n.startswith("dask-worker-")), key=lambda n: int(n.rsplit("-", 1)[1]))
+    expected = [f"dask-worker-{i}" for i in range(1, int(data.get("dask_workers") or 0) + 1)]
+    workers += [n for n in expected if n not in workers]
+    return [m for n in ORDER for m in (workers if n == "dask-worker-*" else [n])]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,9 +189,11 @@ class State:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_TRACKING_URI": data["mlflow_tracking_uri"],
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(data.get("heartbeat", 60)),   # see ZOMBIE_AUTOMATION
             **({"DASK_SCHEDULER_ADDRESS": data["dask_address"]} if data.get("dask_address") else {}),
+            **({"NNFORECAST_LEDGER_URL": data["ledger_url"]} if data.get("ledger_url") else {}),
             **({"PGPASSWORD": _pg_password(self), "PREFECT_API_DATABASE_CONNECTION_URL": data["prefect_database_url"],
-                "MLFLOW_BACKEND_STORE_URI": data["mlflow_backend_store_uri"], "NNFORECAST_LEDGER_URL": data["ledger_url"]}
+                "MLFLOW_BACKEND_STORE_URI": data["mlflow_backend_store_uri"]}
                if data.get("db") == "postgres" else {}),
             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": env.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
         })
@@ -255,6 +265,12 @@ def _pg_password(state: State) -> str:
     return path.read_text().strip()
 
 
+def _pg_ready(port: int) -> bool:
+    """``pg_isready`` as the project's role (as root it would ask for the role ``root``: a FATAL line in the log)."""
+    return subprocess.run([str(_pg_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER,
+                           "-d", "postgres"]).returncode == 0
+
+
 def _start_postgres(state: State, data: dict, env: dict, timeout: float) -> None:
     """A PostgreSQL server on 127.0.0.1 with password (SCRAM) authentication, its cluster under the state directory
     (created on first use, the password generated into ``postgres/password``, mode 600), and the databases of the
@@ -282,8 +298,7 @@ def _start_postgres(state: State, data: dict, env: dict, timeout: float) -> None
                                            "listen_addresses=127.0.0.1", "-p", str(data["postgres_port"]), "-k",
                                            str(sockets)], env)
     deadline = time.monotonic() + timeout
-    while subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(data["postgres_port"])],
-                         env=env).returncode != 0:
+    while not _pg_ready(data["postgres_port"]):
         if not _alive(rec):
             raise ServiceError(f"PostgreSQL exited during startup; see {rec['log']}:\n{_tail(Path(rec['log']))}")
         if time.monotonic() > deadline:
@@ -309,6 +324,15 @@ def _dask_workers(dashboard: str) -> int | None:
         return None
 
 
+def _dask_worker_names(dashboard: str) -> set[str]:
+    """The names of the workers connected to the scheduler (``--name``), empty when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{dashboard}/json/identity.json", timeout=5) as r:
+            return {str(w.get("name")) for w in json.load(r)["workers"].values()}
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError, KeyError, AttributeError):
+        return set()
+
+
 def _start_dask(state: State, data: dict, env: dict, n: int, timeout: float) -> None:
     """A scheduler and ``n`` worker processes (one thread each) on loopback; waits until every worker is connected."""
     bin_dir = Path(sys.executable).parent
@@ -317,24 +341,58 @@ def _start_dask(state: State, data: dict, env: dict, n: int, timeout: float) -> 
         "--dashboard-address", f"127.0.0.1:{data['dask_dashboard_port']}"], env)
     _wait_healthy("the Dask scheduler", f"{data['dask_dashboard']}/health", scheduler, Path(scheduler["log"]),
                   timeout)
-    workers = _spawn(state, data, "dask-workers", [
-        str(bin_dir / "dask"), "worker", data["dask_address"], "--host", "127.0.0.1", "--nworkers", str(n),
+    # one `dask worker` process (a nanny and its worker) per worker, as on separate machines: when one dies, or
+    # its nanny, the others go on (`--nworkers N` is one process whose N nannies all end when one of them does)
+    workers = [_spawn(state, data, f"dask-worker-{i}", [
+        str(bin_dir / "dask"), "worker", data["dask_address"], "--host", "127.0.0.1", "--nworkers", "1",
         "--nthreads", "1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",   # every socket on loopback
-        "--local-directory", str(state.dir / "dask"), "--preload", "flows.runtime.dask_worker"],
-        env)
+        "--name", f"dask-worker-{i}", "--local-directory", str(state.dir / "dask"),
+        "--preload", "flows.runtime.dask_worker"], env) for i in range(1, n + 1)]
     deadline = time.monotonic() + timeout
     while (_dask_workers(data["dask_dashboard"]) or 0) < n:
-        if not _alive(workers):
-            raise ServiceError(f"the Dask workers exited during startup; see {workers['log']}:\n"
-                               f"{_tail(Path(workers['log']))}")
+        for rec in workers:
+            if not _alive(rec):
+                raise ServiceError(f"a Dask worker exited during startup; see {rec['log']}:\n{_tail(Path(rec['log']))}")
         if time.monotonic() > deadline:
-            raise ServiceError(f"{n} Dask workers did not connect within {timeout:.0f} s; see {workers['log']}")
+            raise ServiceError(f"{n} Dask workers did not connect within {timeout:.0f} s; see {workers[0]['log']}")
         time.sleep(0.5)
+
+
+#: Prefect's automation for "zombie" flow runs (https://docs.prefect.io/v3/advanced/detect-zombie-flows): a flow run
+#: whose heartbeats stop (its machine, worker or process killed) is marked Crashed ``ZOMBIE_AFTER`` heartbeats after
+#: the last one, instead of staying Running for ever
+ZOMBIE_AUTOMATION = "crash-zombie-flow-runs"
+ZOMBIE_AFTER = 3
+
+
+def _zombie_automation(api_url: str, heartbeat: int) -> None:
+    """Create (or replace) the automation that marks flow runs without heartbeats Crashed."""
+    def call(method: str, path: str, body=None):
+        req = urllib.request.Request(f"{api_url}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read()
+        return json.loads(text) if text else None
+
+    states = ["heartbeat", "Completed", "Failed", "Cancelled", "Crashed"]
+    for old in call("POST", "/automations/filter", {}):
+        if old["name"] == ZOMBIE_AUTOMATION:
+            call("DELETE", f"/automations/{old['id']}")
+    call("POST", "/automations/", {
+        "name": ZOMBIE_AUTOMATION, "enabled": True,
+        "description": f"a flow run without a heartbeat for {ZOMBIE_AFTER * heartbeat} s is marked Crashed",
+        "trigger": {"type": "event", "posture": "Proactive", "threshold": 1, "within": ZOMBIE_AFTER * heartbeat,
+                    "match": {"prefect.resource.id": ["prefect.flow-run.*"]}, "for_each": ["prefect.resource.id"],
+                    "after": ["prefect.flow-run.heartbeat"], "expect": [f"prefect.flow-run.{s}" for s in states]},
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                     "message": f"no heartbeat for {ZOMBIE_AFTER * heartbeat} s: the flow run's process, worker or "
+                                "machine died"}]})
 
 
 def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, worker: bool = True,
           dask_workers: int = 0, dask_port: int = 8786, dask_dashboard_port: int = 8787, db: str = "sqlite",
-          postgres_port: int = 5432) -> None:
+          postgres_port: int = 5432, heartbeat: int = 60) -> None:
     data = state.load()
     running = [n for n, rec in data["services"].items() if _alive(rec)]
     if running:
@@ -350,7 +408,8 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
             raise ServiceError(f"{what} {port}: 127.0.0.1:{port} is already in use")
     data = {"services": {}, "prefect_api_url": f"http://127.0.0.1:{prefect_port}/api",
             "prefect_ui_url": f"http://127.0.0.1:{prefect_port}",
-            "mlflow_tracking_uri": f"http://127.0.0.1:{mlflow_port}"}
+            "mlflow_tracking_uri": f"http://127.0.0.1:{mlflow_port}",
+            "ledger_url": f"sqlite:///{state.dir / 'ledger.db'}", "heartbeat": heartbeat}
     if dask_workers:
         data.update({"dask_address": f"tcp://127.0.0.1:{dask_port}", "dask_port": dask_port,
                      "dask_dashboard_port": dask_dashboard_port,
@@ -395,6 +454,7 @@ def start(state: State, prefect_port: int, mlflow_port: int, timeout: float, wor
         _run([py, "-m", "prefect", "work-pool", "create", POOL, "--type", "process", "--overwrite"], env,
              "creating the work pool")
         _run([py, "-m", "prefect", "--no-prompt", "deploy", "--all"], env, "prefect deploy")
+        _zombie_automation(data["prefect_api_url"], heartbeat)
 
         if worker:
             print(f"worker on {POOL}", flush=True)
@@ -419,30 +479,37 @@ def _exports(data: dict) -> str:
     return (f"export PREFECT_API_URL={data['prefect_api_url']}\n"
             f"export MLFLOW_TRACKING_URI={data['mlflow_tracking_uri']}\n"
             + (f"export DASK_SCHEDULER_ADDRESS={data['dask_address']}\n" if data.get("dask_address") else "")
-            + (f"export NNFORECAST_LEDGER_URL={data['ledger_url']}\n"
-               f"export PGPASSWORD=\"$(cat {data['pg_password_file']})\"\n" if data.get("db") == "postgres" else ""))
+            + (f"export NNFORECAST_LEDGER_URL={data['ledger_url']}\n" if data.get("ledger_url") else "")
+            + (f"export PGPASSWORD=\"$(cat {data['pg_password_file']})\"\n" if data.get("db") == "postgres" else ""))
+
+
+def _end(rec: dict, grace: float) -> bool:
+    """SIGTERM the service's process group, SIGKILL after ``grace`` seconds; False when it was not running."""
+    if not _alive(rec):
+        return False
+    pgid = rec["pid"]  # start_new_session: the service leads its own process group
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10)
+        while time.monotonic() < deadline and _group_pids(pgid):
+            time.sleep(0.2)
+        if not _group_pids(pgid):
+            break
+    return True
 
 
 def stop(state: State, grace: float = 20.0, quiet: bool = False) -> list[str]:
     """End the process groups this state started (workers first); returns the names stopped."""
     data = state.load()
     stopped = []
-    for name in reversed(ORDER):
+    for name in reversed(_names(data)):
         rec = data["services"].get(name)
         if rec is None:
             continue
-        if _alive(rec):
-            pgid = rec["pid"]  # start_new_session: the service leads its own process group
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(pgid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10)
-                while time.monotonic() < deadline and _group_pids(pgid):
-                    time.sleep(0.2)
-                if not _group_pids(pgid):
-                    break
+        if _end(rec, grace):
             stopped.append(name)
             if not quiet:
                 print(f"stopped {name} (pid {rec['pid']})", flush=True)
@@ -453,13 +520,48 @@ def stop(state: State, grace: float = 20.0, quiet: bool = False) -> list[str]:
     return stopped
 
 
+def restart(state: State, name: str, timeout: float, grace: float = 20.0) -> None:
+    """Stop one service (if it still runs) and start it again with the same command and environment; waits until
+    it answers. For a server that died or hangs, and for maintenance: the others keep running, and clients retry."""
+    data = state.load()
+    rec = data["services"].get(name)
+    if rec is None:
+        raise ServiceError(f"{name} was not started from {state.dir} (started: {', '.join(data['services']) or 'none'})")
+    was = "restarted" if _end(rec, grace) else "started again (it was not running)"
+    rec = _spawn(state, data, name, rec["cmd"], state.env(data))
+    log, deadline = Path(rec["log"]), time.monotonic() + timeout
+    if name == "prefect-server":
+        _wait_healthy("the Prefect server", f"{data['prefect_api_url']}/health", rec, log, timeout)
+    elif name == "mlflow-server":
+        _wait_healthy("the MLflow server", f"{data['mlflow_tracking_uri']}/health", rec, log, timeout)
+    elif name == "dask-scheduler":
+        _wait_healthy("the Dask scheduler", f"{data['dask_dashboard']}/health", rec, log, timeout)
+    else:
+        if name == "worker":
+            def ready():
+                return _worker_online(data["prefect_api_url"])
+        elif name == "postgres":
+            def ready():
+                return _pg_ready(data["postgres_port"])
+        else:   # a dask-worker-i
+            def ready():
+                return name in _dask_worker_names(data["dask_dashboard"])
+        while not ready():
+            if not _alive(rec):
+                raise ServiceError(f"{name} exited while restarting; see {log}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{name} was not ready within {timeout:.0f} s of restarting; see {log}")
+            time.sleep(0.5)
+    print(f"{name} {was} (pid {rec['pid']})", flush=True)
+
+
 def status(state: State) -> int:
     data = state.load()
     if not data["services"]:
         print(f"no services started from {state.dir}")
         return 3
     ok = True
-    for name in ORDER:
+    for name in _names(data):
         rec = data["services"].get(name)
         if rec is None:
             if (name.startswith("dask") and not data.get("dask_address")) or (name == "postgres"
@@ -479,18 +581,19 @@ def status(state: State) -> int:
             health = f" healthy={healthy}  UI {data['mlflow_tracking_uri']}"
             ok &= healthy
         elif alive and name == "postgres":
-            ready = subprocess.run([str(_pg_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
-                                    str(data["postgres_port"])]).returncode == 0
+            ready = _pg_ready(data["postgres_port"])
             health = f" ready={ready}  127.0.0.1:{data['postgres_port']} (databases {', '.join(PG_DATABASES)})"
             ok &= ready
         elif alive and name == "dask-scheduler":
             healthy = _healthy(f"{data['dask_dashboard']}/health")
-            health = f" healthy={healthy}  {data['dask_address']}  dashboard {data['dask_dashboard']}/status"
-            ok &= healthy
-        elif alive and name == "dask-workers":
             connected = _dask_workers(data["dask_dashboard"]) or 0
-            health = f" connected={connected}/{data['dask_workers']}"
-            ok &= connected == data["dask_workers"]
+            health = (f" healthy={healthy}  {data['dask_address']}  dashboard {data['dask_dashboard']}/status  "
+                      f"workers connected={connected}/{data['dask_workers']}")
+            ok &= healthy
+        elif alive and name.startswith("dask-worker-"):
+            connected = name in _dask_worker_names(data["dask_dashboard"])
+            health = f" connected={connected}"
+            ok &= connected
         elif alive and name == "worker":
             online = _worker_online(data["prefect_api_url"])
             health = f" online={online}  pool {POOL}"
@@ -504,7 +607,8 @@ def status(state: State) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python ops/services.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["start", "stop", "status", "env"])
+    p.add_argument("command", choices=["start", "stop", "status", "env", "restart"])
+    p.add_argument("service", nargs="?", help="restart: the service to restart (a name `status` shows)")
     p.add_argument("--state-dir", type=Path, default=ROOT / ".services",
                    help="PIDs, logs, the Prefect home and the MLflow store (default: .services in the project)")
     p.add_argument("--prefect-port", type=int, default=4200)
@@ -519,13 +623,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--postgres-port", type=int, default=5432)
     p.add_argument("--dask-port", type=int, default=8786)
     p.add_argument("--dask-dashboard-port", type=int, default=8787)
+    p.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                   help=f"flow runs' heartbeat period (>= 30); a run silent for {ZOMBIE_AFTER} periods is marked "
+                        "Crashed (default 60)")
     args = p.parse_args(argv)
+    if args.heartbeat < 30:
+        p.error(f"--heartbeat {args.heartbeat}: Prefect accepts 30 s or more")
+    if (args.command == "restart") != (args.service is not None):
+        p.error("restart takes the name of one service (as `status` shows it); the other commands none")
     state = State(args.state_dir)
     try:
         if args.command == "start":
             start(state, args.prefect_port, args.mlflow_port, args.timeout, worker=not args.no_worker,
                   dask_workers=args.dask_workers, dask_port=args.dask_port,
-                  dask_dashboard_port=args.dask_dashboard_port, db=args.db, postgres_port=args.postgres_port)
+                  dask_dashboard_port=args.dask_dashboard_port, db=args.db, postgres_port=args.postgres_port,
+                  heartbeat=args.heartbeat)
+        elif args.command == "restart":
+            restart(state, args.service, args.timeout)
         elif args.command == "stop":
             stop(state)
         elif args.command == "status":

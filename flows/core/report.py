@@ -346,7 +346,8 @@ def comparison_figure(entries: list[SweepEntry]):
     return fig
 
 
-def sweep_markdown(entries: list[SweepEntry], table: str, png: bytes, mlflow_url: str | None) -> str:
+def sweep_markdown(entries: list[SweepEntry], table: str, png: bytes, mlflow_url: str | None,
+                   dashboard: str | None = None) -> str:
     best = entries[0]
     verdict = "beats" if best.stat('mean_test_mase') < 1 else "does not beat"
     p = best.result.dm["p_value"]
@@ -361,4 +362,5 @@ def sweep_markdown(entries: list[SweepEntry], table: str, png: bytes, mlflow_url
         "(Harvey–Leybourne–Newbold correction). Lag-copy: the lag k maximising corr(Δforecast_t, Δactual_{t−k}); "
         "+1 with r₁ near 1 means the model mostly repeats the last value.",
         *(["", f"[Open the parent run in MLflow]({mlflow_url})"] if mlflow_url else []),
+        *(["", f"[The Dask dashboard]({dashboard}) of the cluster the configurations ran on"] if dashboard else []),
         "", f"![comparison]({inline_png(png, width=600)})"])

@@ -51,6 +51,17 @@ class PipelineDaskTaskRunner(DaskTaskRunner):
         return self
 
 
+def dashboard_link(runner) -> str | None:
+    """The Dask dashboard of the cluster a running flow's task runner uses (None: no Dask, or no dashboard)."""
+    client = getattr(runner, "_client", None) if isinstance(runner, DaskTaskRunner) else None
+    try:
+        if client is None or "dashboard" not in client.scheduler_info().get("services", {}):
+            return None
+        return client.dashboard_link
+    except (OSError, KeyError, AttributeError, RuntimeError):
+        return None
+
+
 def dask_runner(address: str | None = None, n_workers: int | None = None) -> DaskTaskRunner:
     """The scheduler at ``address`` (or ``$DASK_SCHEDULER_ADDRESS``), else a LocalCluster sized to the machine:
     one single-threaded worker process per core on 127.0.0.1, no dashboard."""

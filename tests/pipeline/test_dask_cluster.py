@@ -1,6 +1,7 @@
 """A Dask cluster started on its own (``dask scheduler``, ``dask worker --nworkers 2``), whose workers do not share
 the flow's environment: the sweep's tasks still record into the flow's MLflow store, give the same results as
-``--sequential``, and a worker that cannot reach the store fails the flow with a message naming it."""
+``--sequential``, the backfill's nights run there as they run in threads, and a worker that cannot reach the store
+fails the flow with a message naming it."""
 import os
 import signal
 import socket
@@ -76,15 +77,62 @@ def sweep(*where: str, experiment: str) -> dict[str, float]:
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     c = MlflowClient()
-    runs = c.search_runs([c.get_experiment_by_name(experiment).experiment_id], "tags.sweep_config != ''")
+    exp = c.get_experiment_by_name(experiment).experiment_id
+    runs = c.search_runs([exp], "tags.sweep_config != ''")
     assert all(r.info.status == "FINISHED" for r in runs)
-    return {r.data.tags["sweep_config"]: r.data.metrics["mean_test_mae"] for r in runs}
+    (parent,) = c.search_runs([exp], "tags.sweep = 'parent'")
+    return {r.data.tags["sweep_config"]: r.data.metrics["mean_test_mae"] for r in runs}, parent.data.tags
 
 
 def test_a_sweep_on_a_cluster_of_its_own_records_into_the_flows_store_with_the_sequential_results(cluster):
-    on_cluster = sweep("--address", cluster, experiment="sweep-cluster")   # workers without the flow's environment
-    alone = sweep("--sequential", experiment="sweep-sequential")
+    on_cluster, tags = sweep("--address", cluster, experiment="sweep-cluster")   # workers without the flow's environment
+    alone, alone_tags = sweep("--sequential", experiment="sweep-sequential")
     assert set(on_cluster) == {"model=rnn", "model=mlp"} and on_cluster == pytest.approx(alone, rel=1e-9)
+    # the parent run links to the cluster's dashboard (the sweep report too); a sweep without Dask has none
+    from distributed import Client
+
+    with Client(cluster, timeout=10) as client:
+        port = client.scheduler_info()["services"]["dashboard"]
+    assert tags["dask_dashboard"] == f"http://127.0.0.1:{port}/status" and "dask_dashboard" not in alone_tags
+
+
+def test_a_cold_backfill_on_the_cluster_replays_the_nights_as_in_threads(cluster, sp500, tmp_path):
+    """``python -m flows.backfill --dask ADDRESS``: each night a nightly run on a worker, recording into the flow's
+    MLflow store and ledger (a SQLite file the workers were not told about), with the forecasts of the same nights
+    replayed in threads."""
+    import pandas as pd
+
+    from flows.runtime import ledger
+
+    tail = pd.DataFrame({"ds": pd.to_datetime(sp500.dates[-300:]), "y": sp500.values[-300:]})
+    tail.to_csv(tmp_path / "sp500.csv", index=False, date_format="%Y-%m-%d")
+    nights = tail["ds"].iloc[-6:-2]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+
+    def backfill(name: str, *where: str) -> pd.DataFrame:
+        out = subprocess.run([sys.executable, "-m", "flows.backfill", "--start", str(nights.iloc[0].date()), "--end",
+                              str(nights.iloc[-1].date()), "--source", str(tmp_path / "sp500.csv"), "--window", "20",
+                              "--horizon", "2", "--test-size", "30", "--hidden-size", "6", "--epochs", "4", "--seed",
+                              "1", "--experiment", name, "--model-name", name, *where],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "done: 4 night(s) replayed" in out.stdout
+        engine = ledger.open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        try:
+            rows = ledger.read(engine, name)
+        finally:
+            engine.dispose()
+        return rows[rows["role"] == "candidate"].sort_values(["origin", "step"]).reset_index(drop=True)
+
+    ledger_url = ["--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"]
+    on_cluster = backfill("bf-cluster", "--dask", cluster, *ledger_url)
+    in_threads = backfill("bf-threads", *ledger_url)
+    assert sorted(pd.to_datetime(on_cluster["origin"].unique())) == list(nights)
+    assert len(on_cluster) == 4 * 2 and on_cluster["yhat"].tolist() == pytest.approx(in_threads["yhat"].tolist(),
+                                                                                       rel=1e-9)
+    c = MlflowClient()
+    runs = c.search_runs([c.get_experiment_by_name("bf-cluster").experiment_id], "tags.model_version != ''")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
 
 
 @pytest.mark.fault(fault="a Dask worker that cannot reach the flow's MLflow store (a SQLite file on another machine)",
@@ -119,15 +167,16 @@ def test_services_start_a_loopback_dask_cluster_and_stop_it(tmp_path):
         assert started.returncode == 0, started.stdout + started.stderr
         status = services("status").stdout
         scheduler = next(line for line in status.splitlines() if line.startswith("dask-scheduler"))
-        workers = next(line for line in status.splitlines() if line.startswith("dask-workers"))
+        workers = [line for line in status.splitlines() if line.startswith("dask-worker-")]
         assert "running" in scheduler and f"tcp://127.0.0.1:{ports[2]}" in scheduler and \
-            f"dashboard http://127.0.0.1:{ports[3]}/status" in scheduler
-        assert "running" in workers and "connected=2/2" in workers
+            f"dashboard http://127.0.0.1:{ports[3]}/status" in scheduler and "connected=2/2" in scheduler
+        assert len(workers) == 2 and all("running" in w and "connected=True" in w for w in workers), workers
         listening = [a for line in status.splitlines() if "listening " in line
                      for a in line.split("listening ", 1)[1].split(", ")]
         assert listening and all(a.startswith("127.0.0.1:") for a in listening), listening
         assert f"export DASK_SCHEDULER_ADDRESS=tcp://127.0.0.1:{ports[2]}" in services("env").stdout
     finally:
         stopped = services("stop").stdout
-    assert "stopped dask-workers" in stopped and "stopped dask-scheduler" in stopped
+    assert "stopped dask-worker-1" in stopped and "stopped dask-worker-2" in stopped
+    assert "stopped dask-scheduler" in stopped
     assert services("status").returncode == 3
