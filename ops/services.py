@@ -3,7 +3,9 @@ optionally a Dask cluster.
 
     python ops/services.py start   [--prefect-port 4200] [--mlflow-port 5000] [--state-dir .services]
                                    [--dask-workers N [--dask-port 8786] [--dask-dashboard-port 8787]]
+                                   [--db postgres [--postgres-port 5432]] [--heartbeat 60]
     python ops/services.py status  [--state-dir .services]
+    python ops/services.py restart NAME [--state-dir .services]   # one service (a name `status` shows)
     python ops/services.py stop    [--state-dir .services]
     python ops/services.py env     [--state-dir .services]   # exports that point the CLI at them
 
@@ -11,8 +13,9 @@ optionally a Dask cluster.
 directory) and waits for its health check; the process work pool (``--overwrite``); ``prefect deploy``
 of every deployment in ``prefect.yaml`` without prompts; an MLflow tracking server on 127.0.0.1 with a
 sqlite backend and a local artifact store that it proxies (``mlflow-artifacts:/``); a Prefect worker on
-the pool whose flow runs log to that MLflow server. With ``--dask-workers N``, first a Dask scheduler on
-127.0.0.1 (its dashboard too) and N single-threaded worker processes, each with the servers' URLs; the Prefect
+the pool whose flow runs log to that MLflow server; Prefect's automation that marks a flow run without
+heartbeats Crashed. With ``--dask-workers N``, first a Dask scheduler on 127.0.0.1 (its dashboard too) and N
+single-threaded workers, each its own ``dask worker`` process, each with the servers' URLs; the Prefect
 worker gets ``DASK_SCHEDULER_ADDRESS``, so the sweep, backfill and ``--dask`` runs it executes use that
 cluster (and so does the CLI once ``. <state-dir>/env`` is sourced). Every process gets its own session (process group);
 its PID, start time and command go to ``<state-dir>/services.json`` and its output to

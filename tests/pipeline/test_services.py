@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("services", ROOT / "ops" / "services.py")
 services = importlib.util.module_from_spec(_spec)
@@ -17,6 +19,19 @@ def test_status_and_env_of_nothing(tmp_path, capsys):
     assert services.main(["env", "--state-dir", str(tmp_path)]) == 3
     assert services.main(["stop", "--state-dir", str(tmp_path)]) == 0
     assert "nothing was running" in capsys.readouterr().out
+
+
+def test_restart_names_what_it_can_restart(tmp_path, capsys):
+    (tmp_path / "services.json").write_text(json.dumps({
+        "prefect_api_url": "http://127.0.0.1:9/api", "mlflow_tracking_uri": "http://127.0.0.1:9",
+        "services": {"mlflow-server": {"pid": 1, "start_time": -1, "cmd": [], "log": ""}}}))
+    assert services.main(["restart", "dask-worker-7", "--state-dir", str(tmp_path)]) == 1
+    assert f"dask-worker-7 was not started from {tmp_path} (started: mlflow-server)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        services.main(["restart", "--state-dir", str(tmp_path)])            # which one?
+    with pytest.raises(SystemExit):
+        services.main(["start", "--heartbeat", "10", "--state-dir", str(tmp_path)])   # Prefect's minimum is 30
+    assert "--heartbeat 10: Prefect accepts 30 s or more" in capsys.readouterr().err
 
 
 def test_start_refuses_a_port_in_use(tmp_path, capsys):
