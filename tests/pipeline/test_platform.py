@@ -157,6 +157,13 @@ class Platform:
             time.sleep(0.5)
         pytest.fail(f"no MLflow run for flow run {flow_run.name} within {timeout:.0f} s{self.logs()}")
 
+    def training(self, flow_run, epochs: int, experiment: str = "faults"):
+        """The MLflow run of a flow run, once it has logged ``epochs`` epochs of training (mid-training)."""
+        run, c = self.mlflow_run(flow_run, experiment), self.mlflow_client()
+        self.wait_for(f"{epochs} epochs logged",
+                      lambda: len(c.get_metric_history(run.info.run_id, "train_loss")) >= epochs)
+        return run
+
     def wait_for(self, what: str, check, timeout: float = 300):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -226,8 +233,7 @@ def test_the_mlflow_server_killed_mid_run(pg):
     # an outage fails the run after 2 retries (MLflow's default, 7 with backoff, waits minutes)
     fr = pg.trigger(dict(LONG, model_name=name), env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                                                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
-    run = pg.mlflow_run(fr)
-    pg.wait_for("20 epochs logged", lambda: len(c.get_metric_history(run.info.run_id, "train_loss")) >= 20)
+    run = pg.training(fr, epochs=20)
     pg.kill("mlflow-server")
     t0 = time.monotonic()
     failed = pg.wait(fr, timeout=300)
@@ -255,8 +261,7 @@ def test_the_mlflow_server_killed_mid_run(pg):
 def test_the_prefect_server_restarted_mid_run(pg):
     c = pg.mlflow_client()
     fr = pg.trigger(dict(LONG, model_name="fault-prefect", epochs=300, checkpoint_every=0))
-    run = pg.mlflow_run(fr)
-    pg.wait_for("20 epochs logged", lambda: len(c.get_metric_history(run.info.run_id, "train_loss")) >= 20)
+    run = pg.training(fr, epochs=20)
     down = pg.restart("prefect-server")
     final = pg.wait(fr, timeout=600)
     print(f"Prefect server down and back in {down:.0f} s; the run ended {final.state.type.value}")
