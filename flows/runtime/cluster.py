@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 
+from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
@@ -47,7 +48,13 @@ class PipelineDaskTaskRunner(DaskTaskRunner):
 
         env = {"MLFLOW_TRACKING_URI": tracking.tracking_uri(),
                **({"PREFECT_API_URL": os.environ["PREFECT_API_URL"]} if os.environ.get("PREFECT_API_URL") else {})}
-        self.client.register_plugin(TrackingEnv(env))
+        for attempt in range(3):
+            try:   # a worker that dies while the plugin is being registered: the scheduler drops it, ask again
+                self.client.register_plugin(TrackingEnv(env))
+                break
+            except CommClosedError:
+                if attempt == 2:
+                    raise
         return self
 
 
