@@ -375,10 +375,14 @@ def promote(model_name: str, version: str, test_mase: float, key: str, verdict=N
 
     Safe when runs finish at the same time (one MLflow store, several processes, no lock): each new
     version is tagged ``role=pending`` with its score first; every run then sets the alias to the
-    best of {current champion, all pending versions of the same key} and re-reads until the alias is
-    stable, and only then tags its own version champion or challenger. Whatever the interleaving, the
-    alias ends on the best of them, as if the runs had finished one after another; a champion set by
-    hand stays unless a newer version beats it.
+    best of {current champion, all pending versions of the same key, what settled runs told it} and
+    re-reads until the alias is stable. Only then does it settle: it tells every version still pending
+    where the alias converged (a tag ``rival_<version>`` on theirs), then tags its own version champion
+    or challenger. The telling closes the one gap of re-reading: a run that read the store before a
+    better version was pending may write the alias after that version settled and left the pending set;
+    it was pending itself when that version settled, so its next read includes the better one. Whatever
+    the interleaving, the alias ends on the best of them, as if the runs had finished one after another;
+    a champion set by hand stays unless a newer version beats it.
     """
     c = client()
     c.set_model_version_tag(model_name, version, "forecast_key", key)
@@ -403,8 +407,12 @@ def promote(model_name: str, version: str, test_mase: float, key: str, verdict=N
     for _ in range(20):
         champ = _champion(c, model_name)
         pending = c.search_model_versions(f"name = '{model_name}' and tags.role = 'pending'")
-        candidates = [(str(v.version), float(v.tags["test_mase"])) for v in pending
-                      if "test_mase" in v.tags and v.tags.get("forecast_key") == key]
+        pending = [v for v in pending if "test_mase" in v.tags and v.tags.get("forecast_key") == key]
+        candidates = [(str(v.version), float(v.tags["test_mase"])) for v in pending]
+        for v in pending:  # where the alias converged for runs that settled while this one was pending
+            if str(v.version) == str(version):
+                candidates += [(t.split(":")[0], float(t.split(":")[1]))
+                               for k, t in v.tags.items() if k.startswith("rival_")]
         if champ is not None and champ[1] is not None and champ[2] == key:
             candidates.append(champ[:2])
         best = min(candidates, key=lambda vm: (vm[1], int(vm[0])))
@@ -414,6 +422,9 @@ def promote(model_name: str, version: str, test_mase: float, key: str, verdict=N
             c.set_registered_model_alias(model_name, CHAMPION, best[0])
         except MlflowException:  # another run set it at the same moment (sqlite: UNIQUE constraint): re-read
             time.sleep(random.uniform(0.05, 0.3))
+    for v in pending:  # settle: tell the runs still pending where the alias converged
+        if str(v.version) != str(version):
+            c.set_model_version_tag(model_name, v.version, f"rival_{version}", f"{best[0]}:{best[1]!r}")
     status = CHAMPION if best[0] == str(version) else CHALLENGER
     c.set_model_version_tag(model_name, version, "role", status)
     return Promotion(str(version), status, previous[0] if previous else None, previous[1] if previous else None)

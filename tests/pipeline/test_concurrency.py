@@ -47,6 +47,34 @@ def test_simultaneous_promotions_converge_on_the_best_version():
     assert all(v.tags["role"] in ("champion", "challenger") for v in c.search_model_versions("name = 'race-model'"))
 
 
+@pytest.mark.fault(fault="a run wrote the champion alias from a read taken before a better version was pending, "
+                         "after that version had settled as champion",
+                   did="the better run, settling, had told the pending run where the alias converged; the pending "
+                       "run's next read included it",
+                   kept="the alias back on the better version; the late run a challenger")
+def test_a_stale_alias_write_is_undone_by_what_the_settled_run_told():
+    """The interleaving that made the six-process test flaky, replayed step by step: A is pending and has read
+    the store (no champion yet); B registers, converges and settles as champion; then A writes the alias to
+    itself, as its stale read said. Before B told A, A's re-read saw only itself and left the alias on A."""
+    from mlflow import MlflowClient
+
+    from flows.runtime import tracking
+
+    c = MlflowClient(tracking.tracking_uri())
+    exp = tracking.ensure_experiment(c, "promote-stale")
+    c.create_registered_model("stale-model")
+    a, b = (str(c.create_model_version("stale-model", source=f"runs:/{r.info.run_id}/model",
+                                       run_id=r.info.run_id).version)
+            for r in (c.create_run(exp), c.create_run(exp)))
+    for k, v in {"forecast_key": "source=race", "test_mase": "9.200000", "role": "pending"}.items():
+        c.set_model_version_tag("stale-model", a, k, v)   # A's first steps: tagged pending, store read
+    assert tracking.promote("stale-model", b, 9.05, "source=race").status == "champion"
+    c.set_registered_model_alias("stale-model", tracking.CHAMPION, a)  # A's write from its stale read
+    assert tracking.promote("stale-model", a, 9.2, "source=race").status == "challenger"
+    assert str(c.get_model_version_by_alias("stale-model", tracking.CHAMPION).version) == b
+    assert c.get_model_version("stale-model", a).tags["role"] == "challenger"
+
+
 ARGS = ["--source", "sp500", "--n-values", "900", "--window", "20", "--test-size", "60", "--hidden-size", "6",
         "--epochs", "8", "--experiment", "concurrent", "--model-name", "concurrent-model"]
 
