@@ -56,6 +56,9 @@ HANDLED = {
                            "and it uses the model the first created (once per new model name)",
     "uq_experiments_workspace_name": "two runs create a new experiment at the same moment: the second reads the one "
                                       "the first created",
+    "registered_model_alias_pk": "two runs of one model set its champion alias at the same moment: the second's "
+                                 "insert is rejected; tracking.promote catches it, re-reads the registry and "
+                                 "converges on the best version (the champion check verifies where it ends)",
 }
 PG_REJECTED = re.compile(r"ERROR:\s+(.*)")
 
