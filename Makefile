@@ -25,12 +25,22 @@ postgresql:
 		echo "installing Debian's postgresql for the ledger tests"; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
-# Every test on the optimised kernels, then the kernel tests again on a build with bounds checking.
+KERNEL_TESTS := tests/test_kernels.py tests/test_recurrent.py tests/test_models.py
+
+# Every test on the optimised kernels (the widest SIMD vectors of this machine); then the kernel tests
+# again on a build with bounds checking, on a build at every narrower width this machine runs, and on
+# the portable build (SSE2, no -march=native); then the optimised build back in place.
 test: venv chromium postgresql
 	NNCORE_REQUIRE_KERNELS=1 $(BIN)/python -m pytest
-	NNCORE_KERNEL_DEBUG=1 $(BIN)/pip install -e .
-	NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_DEBUG=1 $(BIN)/python -m pytest tests/test_kernels.py tests/test_recurrent.py -q
-	$(BIN)/pip install -e .
+	NNCORE_KERNEL_DEBUG=1 $(BIN)/pip install -q -e .
+	NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_DEBUG=1 $(BIN)/python -m pytest $(KERNEL_TESTS) -q
+	for w in $$($(BIN)/python -c "import kernels; w = kernels.build_info()['vector_bytes']; print(*[v for v in (16, 32) if v < w])"); do \
+		NNCORE_VECTOR_BYTES=$$w $(BIN)/pip install -q -e . && \
+		NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_VECTOR_BYTES=$$w $(BIN)/python -m pytest $(KERNEL_TESTS) -q || exit 1; \
+	done
+	NNCORE_NATIVE=0 $(BIN)/pip install -q -e .
+	NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_NATIVE=0 $(BIN)/python -m pytest $(KERNEL_TESTS) -q
+	$(BIN)/pip install -q -e .
 
 run: venv
 	$(BIN)/python -m flows.nightly

@@ -18,6 +18,9 @@ def kernel_extensions():
     * ``NNCORE_NATIVE``: ``-march=native`` is on by default (AVX2/FMA; measured 2.8x faster
       than the portable SSE2 build on the reference workload, see ``kernels/__init__.py``);
       ``NNCORE_NATIVE=0`` builds a portable ``-O3`` binary for wheels that leave this machine.
+    * ``NNCORE_VECTOR_BYTES`` (16, 32 or 64): the SIMD width of the tiles. By default the widest
+      the build targets (64 with AVX-512, 32 with AVX, 16 for the portable build); a narrower one
+      for CPUs whose wide vectors lower the clock, and to test every width on one machine.
     """
     from Cython.Build import cythonize
 
@@ -29,6 +32,11 @@ def kernel_extensions():
         compile_args.append("-march=native")
     macros = [("NNCORE_NATIVE_BUILD", int(native)), ("NNCORE_DEBUG_BUILD", int(debug)),
               ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    width = os.environ.get("NNCORE_VECTOR_BYTES", "")
+    if width:
+        if width not in ("16", "32", "64"):
+            raise SystemExit(f"NNCORE_VECTOR_BYTES must be 16, 32 or 64 (bytes per SIMD vector), got {width!r}")
+        macros.append(("NNCORE_VECTOR_BYTES", int(width)))
     ext = Extension(
         "kernels._recurrent",
         ["kernels/_recurrent.pyx"],

@@ -25,6 +25,11 @@ first, beside the FLOP ratio; the fused step at I = 1 vs I = 8 on the reference 
 
   python benchmarks/bench_rnn.py --cases reference --backends fused --input-sizes 1,8 --kinds rnn,gru,lstm
 
+Roofline. Before the cases, the machine's FMA peak is measured in each dtype on the kernels' threads
+(``kernels.fma_peak``: independent multiply-add chains in the widest vectors the build may use, all
+threads at once; one warm-up, then the median of 5 runs of ~0.1 s, since AVX-512 units need a few
+milliseconds to reach full speed), and every fused GFLOP/s is also printed as a fraction of it.
+
 Usage: python benchmarks/bench_rnn.py [--quick] [--kinds rnn,gru,lstm] [--repeats N] [--input-sizes 1,8]
 """
 from __future__ import annotations
@@ -190,6 +195,22 @@ def machine(threads):
     return lines
 
 
+def peak_worker(dtype):
+    """GFLOP/s of the FMA peak loop on the kernels' threads (warm-up, then the median of 5)."""
+    import kernels
+
+    kernels.fma_peak(dtype, 5_000_000)
+    runs = [kernels.fma_peak(dtype, 20_000_000) for _ in range(5)]
+    print(json.dumps({"gflops": statistics.median(f / s / 1e9 for f, s in runs)}))
+
+
+def measure_peak(dtype, threads):
+    cmd = [sys.executable, os.path.abspath(__file__), "--peak-worker", dtype]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["gflops"]
+
+
 def have(backend, kind):
     if backend.startswith("torch"):
         try:
@@ -227,6 +248,7 @@ def main(argv=None):
                    help="comma list of input sizes I to run every case at (default: each case's own I); "
                         "more than one adds a time-per-step table against the first")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--peak-worker", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
@@ -236,6 +258,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.peak_worker:
+        return peak_worker(args.peak_worker)
 
     import kernels
 
@@ -251,9 +275,15 @@ def main(argv=None):
     if any(v < 1 for v in input_sizes):
         raise SystemExit(f"input sizes must be >= 1, got {input_sizes}")
     print("\n".join(machine(threads)))
+    peak = {}
+    if kernels.available():
+        peak = {d: measure_peak(d, threads) for d in dtypes}
+        print("FMA peak on " + f"{threads} threads (kernels.fma_peak, {kernels.build_info()['vector_bytes']}-byte "
+              "tiles, peak loop in the widest vectors): "
+              + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in peak.items()))
     print(f"median of {repeats} runs (after 1 warm-up) per forward+backward; FLOP = B·T·G·(6H² + 6HI)\n")
     header = f"{'kind':5} {'case':13} {'I':>3} {'dtype':8} " + " ".join(f"{b:>10}" for b in backends)
-    header += "   fused vs: numpy  torch  t-ftz | kernel vs numpy | GFLOP/s fused"
+    header += "   fused vs: numpy  torch  t-ftz | kernel vs numpy | GFLOP/s fused | % of peak"
     print(header)
     print("-" * len(header))
     results = {}  # (kind, case, dtype, I) -> {backend: seconds}
@@ -267,22 +297,24 @@ def main(argv=None):
                         if not have(b, kind) or (args.quick and b == "numpy" and case != "small-batch"):
                             continue
                         secs[b] = run_subprocess(b, kind, case, dtype, repeats, threads, I)
-                    print(row(kind, case, dtype, I, secs, backends, flops(kind, B, T, I, H)), flush=True)
+                    print(row(kind, case, dtype, I, secs, backends, flops(kind, B, T, I, H), peak.get(dtype)),
+                          flush=True)
     print("\nseconds; 'fused vs X' = X's time / fused time, 'kernel vs numpy' = numpy's time / the "
           "separate kernel calls' time (higher: compiled faster)")
     if len(input_sizes) > 1:
         print(input_size_table(results, input_sizes, backends))
 
 
-def row(kind, case, dtype, I, secs, backends, flop):
-    """One line of the main table."""
+def row(kind, case, dtype, I, secs, backends, flop, peak=None):
+    """One line of the main table (``peak``: the dtype's FMA peak in GFLOP/s, for the fraction)."""
     cells = " ".join(f"{secs[b]:10.4f}" if b in secs else f"{'-':>10}" for b in backends)
     f = secs.get("fused")
     ratios = " ".join(f"{secs[other] / f:6.1f}x" if f and other in secs else "      -"
                       for other in ("numpy", "torch", "torch-ftz"))
     gf = f"{flop / f / 1e9:8.1f}" if f else "       -"
     kvn = f"{secs['numpy'] / secs['kernel']:6.1f}x" if "numpy" in secs and "kernel" in secs else "      -"
-    return f"{kind:5} {case:13} {I:3d} {dtype:8} {cells}   {ratios} |         {kvn} | {gf}"
+    frac = f"{100 * flop / f / 1e9 / peak:8.0f} %" if f and peak else "         -"
+    return f"{kind:5} {case:13} {I:3d} {dtype:8} {cells}   {ratios} |         {kvn} |      {gf} | {frac}"
 
 
 def input_size_table(results, input_sizes, backends):

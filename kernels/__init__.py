@@ -6,11 +6,16 @@ Functions take the same arguments and return the same arrays as the NumPy refere
 kernel's own and only its own backward consumes it. Likewise ``gru_forward/gru_backward`` and
 ``lstm_forward(x, state, ...)/lstm_backward(dout, dstate, ...)``. ``rnn_train_step``,
 ``gru_train_step`` and ``lstm_train_step`` fuse the recurrent layer, a dense head on the last
-hidden state and the MSE loss into one pass (no ``out``, no ``dx``).
+hidden state and the MSE loss into one pass (no ``out``, no ``dx``). ``rnn_predict``,
+``gru_predict`` and ``lstm_predict`` are the inference kernels: the forward without a cache
+(two state slots per tile instead of T + 1) with the dense head fused, for validation,
+evaluation and prediction.
 
-Layout. The batch is cut into tiles of 16 (float32) or 8 (float64) rows; OpenMP threads take
-whole tiles (``OMP_NUM_THREADS`` is honoured). Inside a tile, states are feature-major with the
-batch innermost (one feature of a tile is two SIMD vectors), time-major over the sequence, so
+Layout. The batch is cut into tiles of two SIMD vectors of rows: with AVX-512 (the default on a
+machine that has it) 32 float32 or 16 float64 rows, with AVX2 16 or 8 (``build_info()`` says
+which; ``NNCORE_VECTOR_BYTES`` at build time chooses a narrower width, one source for all). OpenMP
+threads take whole tiles (``OMP_NUM_THREADS`` is honoured). Inside a tile, states are feature-major
+with the batch innermost (one feature of a tile is two SIMD vectors), time-major over the sequence, so
 a time step is a few broadcast-FMA sweeps and the tile's states stay in L2 between the forward
 and the backward. Weight gradients are accumulated per tile over chunks of 16 steps and per
 thread, reduced once at the end.
@@ -27,7 +32,12 @@ in float32 (float64 is exact to ~1e-16: no float32 shortcut). The one exception 
 tanh RNN, whose tanh is a rational approximation (<= 5 ulp) worth 20% of its time. Each worker
 thread sets flush-to-zero / denormals-are-zero for the duration of the kernel and restores its
 MXCSR after: backprop through hundreds of tanh steps produces denormal gradients, each costing a
-microcode assist. Only values below ~1e-38 (float32) / ~1e-308 (float64) are affected.
+microcode assist. Only values below ~1e-38 (float32) / ~1e-308 (float64) are affected. With
+AVX-512 the activations' divisions are a reciprocal estimate refined by Newton steps (within an
+ulp; the same accuracy bounds are tested).
+
+``fma_peak(dtype, iters, nthreads)`` runs the machine's FMA peak loop (the roofline of
+``benchmarks/bench_rnn.py``).
 
 Build switches (environment, at build time): ``NNCORE_KERNEL_DEBUG=1`` turns on boundscheck,
 wraparound and initializedcheck (CI builds once that way). ``-march=native`` is the DEFAULT
@@ -43,14 +53,18 @@ importable at all; ``threads()`` the OpenMP thread count the kernels use.
 try:
     from ._recurrent import (
         build_info,
+        fma_peak,
         gru_backward,
         gru_forward,
+        gru_predict,
         gru_train_step,
         lstm_backward,
         lstm_forward,
+        lstm_predict,
         lstm_train_step,
         rnn_backward,
         rnn_forward,
+        rnn_predict,
         rnn_train_step,
         threads,
     )

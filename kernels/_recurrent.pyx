@@ -1,9 +1,9 @@
 """Compiled recurrent kernels: tanh RNN, GRU and LSTM (forward, backward, fused training step).
 
 Same arguments and results as :mod:`nncore.recurrent`. The batch is cut into tiles of
-``TILE`` rows (16 for float32, 8 for float64); OpenMP threads take whole tiles, and each tile
-runs its time loop in C (``_tile.h``) with the tile's states laid out feature-major, batch
-innermost. Every check happens here, with the GIL, before the single ``nogil`` block.
+``TILE`` rows (two SIMD vectors: 32 float32 or 16 float64 rows with AVX-512, 16 or 8 with
+AVX2); OpenMP threads take whole tiles, and each tile runs its time loop in C (``_tile.h``)
+with the tile's states laid out feature-major, batch innermost. Every check happens here, with the GIL, before the single ``nogil`` block.
 """
 import numpy as np
 
@@ -74,9 +74,11 @@ def threads():
 
 def build_info():
     """How the extension was built: ``native`` (-march=native), ``debug`` (bounds checks on),
-    ``tanh``: the activation code (the kernels' own SIMD Cephes algorithms)."""
+    ``tanh``: the activation code (the kernels' own SIMD Cephes algorithms), ``vector_bytes``: the
+    SIMD width of the tiles, ``tile_rows``: batch rows per tile and dtype."""
     return {"native": bool(nn_native_build()), "debug": bool(nn_debug_build()),
-            "tanh": nn_tanh_backend().decode()}
+            "tanh": nn_tanh_backend().decode(), "vector_bytes": nn_vector_bytes(),
+            "tile_rows": {"float32": tile_rows_f32(), "float64": tile_rows_f64()}}
 
 
 _ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "tanh_rnn": 2}
@@ -941,3 +943,147 @@ def lstm_train_step(x, y, state, W_ih, W_hh, b_ih, b_hh, W_out, b_out):
     h0, c0 = _pair(state, "state")
     loss, h_T, c_T, grads = _gated_train_step("lstm", x, y, h0, c0, W_ih, W_hh, b_ih, b_hh, W_out, b_out)
     return loss, (h_T, c_T), grads
+
+
+# --------------------------------------------------------------------------------------------
+# Inference: forward with no cache (rings of two state slots per tile) and the dense head fused
+# --------------------------------------------------------------------------------------------
+_KINDS = {"rnn": 0, "gru": 1, "lstm": 2}
+
+
+def _infer_impl(int kind, const floating[:, :, :] x, const floating[:, :] h0, bint has_h0,
+                const floating[:, :] c0, bint has_c0,
+                const floating[:, ::1] W_a, const floating[:, ::1] W_b,
+                const floating[::1] b_a, const floating[::1] b_b,
+                const floating[:, ::1] W_out, const floating[::1] b_out, bint has_head,
+                floating[:, ::1] yhat, floating[:, ::1] h_T, floating[:, ::1] c_T):
+    cdef int B = x.shape[0], T = x.shape[1], I = x.shape[2], H = h_T.shape[1], O = W_out.shape[0]
+    cdef Py_ssize_t isz = sizeof(floating)
+    cdef Py_ssize_t tile = tile_rows_f32() if floating is float else tile_rows_f64()
+    cdef Py_ssize_t ntiles = (B + tile - 1) // tile
+    cdef int nthreads = _num_threads(ntiles)
+    cdef Py_ssize_t elems = infer_ws_f32(kind, I, H, O) if floating is float else infer_ws_f64(kind, I, H, O)
+    cdef _Workspace wsp = _Workspace(nthreads, elems, isz)
+    cdef const floating *h0p = &h0[0, 0] if has_h0 else NULL
+    cdef Py_ssize_t h0sb = _s(h0.strides[0], isz) if has_h0 else 0
+    cdef Py_ssize_t h0sj = _s(h0.strides[1], isz) if has_h0 else 0
+    cdef const floating *c0p = &c0[0, 0] if has_c0 else NULL
+    cdef Py_ssize_t c0sb = _s(c0.strides[0], isz) if has_c0 else 0
+    cdef Py_ssize_t c0sj = _s(c0.strides[1], isz) if has_c0 else 0
+    cdef Py_ssize_t xsb = _s(x.strides[0], isz), xst = _s(x.strides[1], isz), xsi = _s(x.strides[2], isz)
+    cdef const floating *Wo = &W_out[0, 0] if has_head else NULL
+    cdef Py_ssize_t it, b0
+    cdef int nb
+    cdef unsigned int csr
+    cdef floating *ws
+    with nogil, parallel(num_threads=nthreads):
+        ws = <floating *>(wsp.base + threadid() * wsp.stride)
+        csr = nn_ftz_on()
+        for it in prange(ntiles, schedule="static"):
+            b0 = it * tile
+            nb = <int>(tile if B - b0 > tile else B - b0)
+            if floating is float:
+                infer_tile_f32(kind, T, I, H, O, nb, &x[b0, 0, 0], xsb, xst, xsi,
+                               h0p + b0 * h0sb if has_h0 else NULL, h0sb, h0sj,
+                               c0p + b0 * c0sb if has_c0 else NULL, c0sb, c0sj,
+                               &W_a[0, 0], &W_b[0, 0], &b_a[0], &b_b[0], Wo, &b_out[0], ws,
+                               &yhat[b0, 0], O, &h_T[b0, 0], H, &c_T[b0, 0] if kind == 2 else NULL, H)
+            else:
+                infer_tile_f64(kind, T, I, H, O, nb, &x[b0, 0, 0], xsb, xst, xsi,
+                               h0p + b0 * h0sb if has_h0 else NULL, h0sb, h0sj,
+                               c0p + b0 * c0sb if has_c0 else NULL, c0sb, c0sj,
+                               &W_a[0, 0], &W_b[0, 0], &b_a[0], &b_b[0], Wo, &b_out[0], ws,
+                               &yhat[b0, 0], O, &h_T[b0, 0], H, &c_T[b0, 0] if kind == 2 else NULL, H)
+        nn_csr_restore(csr)
+
+
+def _predict(str kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_out, b_out):
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[kind]
+    dtype, H, I = _check_weights(W_ih, W_hh, G)
+    x = _check_x(x, dtype, I)
+    B = x.shape[0]
+    _check(b_ih, "b_ih", dtype, (G * H,))
+    _check(b_hh, "b_hh", dtype, (G * H,))
+    h0 = _check_state(h0, "h0", dtype, B, H)
+    c0 = _check_state(c0, "c0", dtype, B, H)
+    has_head = W_out is not None
+    if has_head:
+        _check(W_out, "W_out", dtype, (None, H))
+        _check(b_out, "b_out", dtype, (W_out.shape[0],))
+        W_out, b_out = np.ascontiguousarray(W_out), np.ascontiguousarray(b_out)
+    elif b_out is not None:
+        raise ValueError("b_out given without W_out")
+    else:
+        W_out, b_out = np.zeros((1, H), dtype), np.zeros(1, dtype)
+    yhat = np.empty((B, W_out.shape[0]), dtype=dtype)
+    h_T = np.empty((B, H), dtype=dtype)
+    c_T = np.empty((B, H), dtype=dtype) if kind == "lstm" else h_T
+    if kind == "gru":
+        W_a, W_b = np.ascontiguousarray(W_ih), np.ascontiguousarray(W_hh)
+        b_a, b_b = np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh)
+    else:  # one product per step with W_cat = [W_hh | W_ih], as the training forward
+        W_a = W_b = np.ascontiguousarray(np.hstack([W_hh, W_ih]))
+        b_a = b_b = np.ascontiguousarray(b_ih + b_hh)
+    _infer_impl(_KINDS[kind], x, h0 if h0 is not None else h_T, h0 is not None,
+                c0 if c0 is not None else h_T, c0 is not None, W_a, W_b, b_a, b_b, W_out, b_out, has_head,
+                yhat, h_T, c_T)
+    return (yhat if has_head else None), h_T, c_T
+
+
+def rnn_predict(x, h0, W_ih, W_hh, b_ih, b_hh, W_out=None, b_out=None):
+    """Inference of the tanh RNN: the forward of :func:`rnn_forward` without its cache or ``out``
+    (two state slots per batch tile), and the dense head ŷ = h_T W_outᵀ + b_out fused.
+
+    Returns ``(yhat (B, O) or None when W_out is None, h_T (B, H))``; the same arithmetic as the
+    training forward, so the same h_T.
+    """
+    yhat, h_T, _ = _predict("rnn", x, h0, None, W_ih, W_hh, b_ih, b_hh, W_out, b_out)
+    return yhat, h_T
+
+
+def gru_predict(x, h0, W_ih, W_hh, b_ih, b_hh, W_out=None, b_out=None):
+    """Inference of the GRU (see :func:`rnn_predict`); returns ``(yhat or None, h_T)``."""
+    yhat, h_T, _ = _predict("gru", x, h0, None, W_ih, W_hh, b_ih, b_hh, W_out, b_out)
+    return yhat, h_T
+
+
+def lstm_predict(x, state, W_ih, W_hh, b_ih, b_hh, W_out=None, b_out=None):
+    """Inference of the LSTM (see :func:`rnn_predict`); ``state`` is ``(h0, c0)`` or None.
+    Returns ``(yhat or None, (h_T, c_T))``."""
+    h0, c0 = _pair(state, "state")
+    yhat, h_T, c_T = _predict("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_out, b_out)
+    return yhat, (h_T, c_T)
+
+
+# --------------------------------------------------------------------------------------------
+# The machine's FMA peak (the roofline of benchmarks/bench_rnn.py)
+# --------------------------------------------------------------------------------------------
+def fma_peak(dtype, long iters=2_000_000, int nthreads=0):
+    """Run the FMA peak loop on ``nthreads`` OpenMP threads at once (0: the kernels' count).
+
+    Every thread runs ``iters`` rounds of independent multiply-add chains in the widest vectors the build
+    can use. Returns ``(FLOP, seconds)``: 2 FLOP per multiply-add and lane, wall time of the parallel
+    region; FLOP / seconds is the peak the kernels' GFLOP/s are a fraction of.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _FLOATS:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    if nthreads <= 0:
+        nthreads = openmp.omp_get_max_threads()
+    cdef bint f32 = dtype == np.float32
+    cdef int t
+    cdef double sink = 0, t0, t1
+    with nogil:
+        t0 = openmp.omp_get_wtime()
+        for t in prange(nthreads, num_threads=nthreads, schedule="static", chunksize=1):
+            if f32:
+                sink += nn_fma_loop_f32(iters, 0.999999, 1e-6)
+            else:
+                sink += nn_fma_loop_f64(iters, 0.999999, 1e-6)
+        t1 = openmp.omp_get_wtime()
+    if sink != sink:
+        raise RuntimeError("the FMA loop produced NaN")
+    lanes = nn_peak_bytes() // dtype.itemsize
+    return 2.0 * nthreads * iters * nn_peak_chains() * lanes, t1 - t0

@@ -22,12 +22,7 @@
 
 #define NN_INLINE static inline __attribute__((always_inline))
 #define NN_RESTRICT __restrict__
-/* Keep a vector in a register (stops GCC from re-reading it as a memory operand per use). */
-#if defined(__SSE2__)
-#define NN_REG(v) __asm__("" : "+x"(v))
-#else
-#define NN_REG(v) ((void)0)
-#endif
+
 
 /* Flush-to-zero and denormals-are-zero (MXCSR bits 15 and 6) for the calling thread: backprop
  * through many tanh steps drives gradients into the denormal range, where every SSE/AVX
@@ -58,12 +53,39 @@ static inline char *nn_align64(char *p)
     return (char *)(((uintptr_t)p + 63u) & ~(uintptr_t)63u);
 }
 
-/* One SIMD register: 32 bytes with AVX (-march=native on any recent x86), else 16 (SSE2, the
- * portable build; 32-byte vectors there are split into halves, badly). */
-#if defined(__AVX__)
-#define NN_VBYTES 32
+/* One SIMD register, the widest the build machine has: 64 bytes with AVX-512 (-march=native on
+ * an AVX-512 CPU), 32 with AVX, else 16 (SSE2, the portable build). NNCORE_VECTOR_BYTES (setup.py:
+ * the environment variable of the same name) asks for a narrower one, e.g. 32 on an AVX-512
+ * machine whose wide vectors lower the clock, or to test every width on one machine; wider than
+ * the build supports is an error (GCC would split the vectors into halves, badly). One source for
+ * every width: the tiles below are NV vectors of VL = NN_VBYTES / sizeof(REAL) rows. */
+#if defined(__AVX512F__)
+#define NN_VBYTES_MAX 64
+#elif defined(__AVX__)
+#define NN_VBYTES_MAX 32
 #else
-#define NN_VBYTES 16
+#define NN_VBYTES_MAX 16
+#endif
+#if defined(NNCORE_VECTOR_BYTES) && NNCORE_VECTOR_BYTES > 0
+#if NNCORE_VECTOR_BYTES != 16 && NNCORE_VECTOR_BYTES != 32 && NNCORE_VECTOR_BYTES != 64
+#error "NNCORE_VECTOR_BYTES must be 16, 32 or 64"
+#endif
+#if NNCORE_VECTOR_BYTES > NN_VBYTES_MAX
+#error "NNCORE_VECTOR_BYTES is wider than the vectors this build targets (see -march)"
+#endif
+#define NN_VBYTES NNCORE_VECTOR_BYTES
+#else
+#define NN_VBYTES NN_VBYTES_MAX
+#endif
+static inline int nn_vector_bytes(void) { return NN_VBYTES; }
+/* Keep a vector in a register (stops GCC from re-reading it as a memory operand per use); "v"
+ * admits the 32 registers of AVX-512, "x" the 16 of SSE/AVX. */
+#if NN_VBYTES == 64
+#define NN_REG(v) __asm__("" : "+v"(v))
+#elif defined(__SSE2__)
+#define NN_REG(v) __asm__("" : "+x"(v))
+#else
+#define NN_REG(v) ((void)0)
 #endif
 typedef float nn_vf __attribute__((vector_size(NN_VBYTES)));
 typedef double nn_vd __attribute__((vector_size(NN_VBYTES)));
@@ -71,12 +93,17 @@ typedef int nn_vfi __attribute__((vector_size(NN_VBYTES)));
 typedef long long nn_vdi __attribute__((vector_size(NN_VBYTES)));
 
 /* min / max of vectors (maxps / minps; a NaN in the first operand gives the second) */
-#if defined(__AVX__)
+#if NN_VBYTES == 64
+#define NN_MIN_VF(a, b) ((nn_vf)_mm512_min_ps((__m512)(a), (__m512)(b)))
+#define NN_MAX_VF(a, b) ((nn_vf)_mm512_max_ps((__m512)(a), (__m512)(b)))
+#define NN_MIN_VD(a, b) ((nn_vd)_mm512_min_pd((__m512d)(a), (__m512d)(b)))
+#define NN_MAX_VD(a, b) ((nn_vd)_mm512_max_pd((__m512d)(a), (__m512d)(b)))
+#elif NN_VBYTES == 32
 #define NN_MIN_VF(a, b) ((nn_vf)_mm256_min_ps((__m256)(a), (__m256)(b)))
 #define NN_MAX_VF(a, b) ((nn_vf)_mm256_max_ps((__m256)(a), (__m256)(b)))
 #define NN_MIN_VD(a, b) ((nn_vd)_mm256_min_pd((__m256d)(a), (__m256d)(b)))
 #define NN_MAX_VD(a, b) ((nn_vd)_mm256_max_pd((__m256d)(a), (__m256d)(b)))
-#elif defined(__SSE2__)
+#elif NN_VBYTES == 16 && defined(__SSE2__)
 #define NN_MIN_VF(a, b) ((nn_vf)_mm_min_ps((__m128)(a), (__m128)(b)))
 #define NN_MAX_VF(a, b) ((nn_vf)_mm_max_ps((__m128)(a), (__m128)(b)))
 #define NN_MIN_VD(a, b) ((nn_vd)_mm_min_pd((__m128d)(a), (__m128d)(b)))
@@ -100,6 +127,29 @@ typedef long long nn_vdi __attribute__((vector_size(NN_VBYTES)));
  * Measured max error against numpy (tests/test_kernels.py): tanh 1 ulp (float) / 3 ulp
  * (double), sigmoid 3 / 4 ulp; float64 is exact to ~1e-16, no float32 shortcut. */
 #define NN_BLEND(T, I, m, a, b) ((T)(((m) & (I)(a)) | (~(m) & (I)(b))))
+
+/* a / b. With AVX-512: a times the reciprocal from rcp14 (14 bits) refined by Newton steps
+ * (one in float, two in double: 28 / 56 bits, within an ulp of the quotient), which is a
+ * few FMAs against a zmm division's 10-20 cycles of the divider, in every sigmoid and tanh of
+ * the time loop. The divisors here are finite and positive (see the callers). */
+#if NN_VBYTES == 64
+NN_INLINE nn_vf nn_div_vf(nn_vf a, nn_vf b)
+{
+    nn_vf y = (nn_vf)_mm512_rcp14_ps((__m512)b);
+    y = y + y * (1.0f - b * y);
+    return a * y;
+}
+NN_INLINE nn_vd nn_div_vd(nn_vd a, nn_vd b)
+{
+    nn_vd y = (nn_vd)_mm512_rcp14_pd((__m512d)b);
+    y = y + y * (1.0 - b * y);
+    y = y + y * (1.0 - b * y);
+    return a * y;
+}
+#else
+NN_INLINE nn_vf nn_div_vf(nn_vf a, nn_vf b) { return a / b; }
+NN_INLINE nn_vd nn_div_vd(nn_vd a, nn_vd b) { return a / b; }
+#endif
 
 NN_INLINE nn_vd nn_exp_vd(nn_vd y)
 {
@@ -172,7 +222,7 @@ NN_INLINE nn_vd nn_tanh_p2_vd(nn_vd v)
 {
     const nn_vdi sign = (nn_vdi){0} + (long long)(-0x7fffffffffffffffLL - 1);
     const nn_vd m = (nn_vd)((nn_vdi)v & ~sign);
-    return (nn_vd)((nn_vdi)(m / (2.0 - m)) | ((nn_vdi)v & sign));
+    return (nn_vd)((nn_vdi)nn_div_vd(m, 2.0 - m) | ((nn_vdi)v & sign));
 }
 
 NN_INLINE nn_vd nn_tanh_vd(nn_vd x) { return nn_tanh_p2_vd(nn_tanh_p1_vd(x)); }
@@ -188,7 +238,7 @@ NN_INLINE nn_vf nn_tanh_vf(nn_vf x)
     P = P * z - 5.37397155531E-2f; P = P * z + 1.33314422036E-1f; P = P * z - 3.33332819422E-1f;
     nn_vf y = ax + ax;
     y = NN_MIN_VF(y, (nn_vf){0} + 20.0f);  /* tanh(10) == 1 in float */
-    const nn_vf big = (nn_vf)((nn_vfi)(1.0f - 2.0f / (nn_exp_vf(y) + 1.0f)) | sgn);
+    const nn_vf big = (nn_vf)((nn_vfi)(1.0f - nn_div_vf((nn_vf){0} + 2.0f, nn_exp_vf(y) + 1.0f)) | sgn);
     return NN_BLEND(nn_vf, nn_vfi, small, (nn_vf)((nn_vfi)(x + x * z * P) | sgn), big);
 }
 
@@ -221,14 +271,73 @@ NN_INLINE nn_vf nn_tanh_fast_vf(nn_vf x)
     nn_vf q = 1.19825839466702e-06f * x2 + 1.18534705686654e-04f;
     q = q * x2 + 2.26843463243900e-03f; q = q * x2 + 4.89352518554385e-03f;
 #endif
-    return p / q;
+    return nn_div_vf(p, q);
 }
 
-NN_INLINE nn_vd nn_sigmoid_vd(nn_vd x) { return 1.0 / (1.0 + nn_exp_vd(-x)); }
-NN_INLINE nn_vf nn_sigmoid_vf(nn_vf x) { return 1.0f / (1.0f + nn_exp_vf(-x)); }
+NN_INLINE nn_vd nn_sigmoid_vd(nn_vd x) { return nn_div_vd((nn_vd){0} + 1.0, 1.0 + nn_exp_vd(-x)); }
+NN_INLINE nn_vf nn_sigmoid_vf(nn_vf x) { return nn_div_vf((nn_vf){0} + 1.0f, 1.0f + nn_exp_vf(-x)); }
 
 #define NN_TANH_BACKEND "simd-expm1"  /* float64: one expm1 (nn_tanh_vd); float32: Cephes, rational in the tanh RNN */
 static const char *nn_tanh_backend(void) { return NN_TANH_BACKEND; }
+
+/* The machine's FMA peak, for the roofline of the benchmark: NN_PEAK_CHAINS independent
+ * multiply-add chains acc = acc * a + b in the widest vectors the build may use (64 bytes with
+ * AVX-512, 32 with AVX, else 16), more chains than the FMA latency times the FMA ports (4 x 2),
+ * each accumulator a named variable held in a register (an array of them stays in memory: GCC
+ * then measures store forwarding, a third of the peak). Returns a lane sum, so the loop is kept. */
+#if defined(__AVX512F__)
+#define NN_PEAK_BYTES 64
+#define NN_PEAK_CHAINS 24
+#define NN_PEAK_REP(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) \
+    X(12) X(13) X(14) X(15) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23)
+#define NN_PREG(v) __asm__("" : "+v"(v))
+#else
+#if defined(__AVX__)
+#define NN_PEAK_BYTES 32
+#else
+#define NN_PEAK_BYTES 16
+#endif
+#define NN_PEAK_CHAINS 12
+#define NN_PEAK_REP(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#if defined(__SSE2__)
+#define NN_PREG(v) __asm__("" : "+x"(v))
+#else
+#define NN_PREG(v) ((void)0)
+#endif
+#endif
+typedef float nn_pvf __attribute__((vector_size(NN_PEAK_BYTES)));
+typedef double nn_pvd __attribute__((vector_size(NN_PEAK_BYTES)));
+
+#define NN_PEAK_DECL(k) PV acc##k = (PV){0} + (REAL)(k);
+#define NN_PEAK_STEP(k) acc##k = acc##k * va + vb; NN_PREG(acc##k);
+#define NN_PEAK_SUM(k) sum += acc##k;
+#define NN_FMA_LOOP(NAME)                                                   \
+    static double NAME(long iters, REAL a, REAL b)                          \
+    {                                                                       \
+        NN_PEAK_REP(NN_PEAK_DECL)                                           \
+        const PV va = (PV){0} + a, vb = (PV){0} + b;                        \
+        for (long i = 0; i < iters; i++) {                                  \
+            NN_PEAK_REP(NN_PEAK_STEP)                                       \
+        }                                                                   \
+        PV sum = (PV){0};                                                   \
+        NN_PEAK_REP(NN_PEAK_SUM)                                            \
+        double s = 0;                                                       \
+        for (int l = 0; l < (int)(NN_PEAK_BYTES / sizeof(REAL)); l++)       \
+            s += sum[l];                                                    \
+        return s;                                                           \
+    }
+#define PV nn_pvf
+#define REAL float
+NN_FMA_LOOP(nn_fma_loop_f32)
+#undef PV
+#undef REAL
+#define PV nn_pvd
+#define REAL double
+NN_FMA_LOOP(nn_fma_loop_f64)
+#undef PV
+#undef REAL
+static inline int nn_peak_bytes(void) { return NN_PEAK_BYTES; }
+static inline int nn_peak_chains(void) { return NN_PEAK_CHAINS; }
 
 #ifndef NNCORE_NATIVE_BUILD
 #define NNCORE_NATIVE_BUILD 0

@@ -8,6 +8,11 @@ cdef extern from "_tile.h" nogil:
     const char *nn_tanh_backend()
     int nn_native_build()
     int nn_debug_build()
+    int nn_vector_bytes()
+    int nn_peak_bytes()
+    int nn_peak_chains()
+    double nn_fma_loop_f32(long iters, float a, float b)
+    double nn_fma_loop_f64(long iters, double a, double b)
 
     int tile_rows_f32()
     void act_array_f32(float *a, Py_ssize_t n, int which)
@@ -170,3 +175,21 @@ cdef extern from "_tile.h" nogil:
                                double *cT, Py_ssize_t cTsb, double *dh0, Py_ssize_t dh0sb,
                                double *dc0, Py_ssize_t dc0sb, double *dW_cat, double *db,
                                double *dW_out, double *db_out)
+
+    Py_ssize_t infer_ws_f32(int kind, int I, int H, int O)
+    void infer_tile_f32(int kind, int T, int I, int H, int O, int nb,
+                        const float *x, Py_ssize_t xsb, Py_ssize_t xst, Py_ssize_t xsi,
+                        const float *h0, Py_ssize_t h0sb, Py_ssize_t h0sj,
+                        const float *c0, Py_ssize_t c0sb, Py_ssize_t c0sj,
+                        const float *W_a, const float *W_b, const float *b_a, const float *b_b,
+                        const float *W_out, const float *b_out, float *ws,
+                        float *yhat, Py_ssize_t ysb, float *hT, Py_ssize_t hTsb, float *cT, Py_ssize_t cTsb)
+
+    Py_ssize_t infer_ws_f64(int kind, int I, int H, int O)
+    void infer_tile_f64(int kind, int T, int I, int H, int O, int nb,
+                        const double *x, Py_ssize_t xsb, Py_ssize_t xst, Py_ssize_t xsi,
+                        const double *h0, Py_ssize_t h0sb, Py_ssize_t h0sj,
+                        const double *c0, Py_ssize_t c0sb, Py_ssize_t c0sj,
+                        const double *W_a, const double *W_b, const double *b_a, const double *b_b,
+                        const double *W_out, const double *b_out, double *ws,
+                        double *yhat, Py_ssize_t ysb, double *hT, Py_ssize_t hTsb, double *cT, Py_ssize_t cTsb)

@@ -4,8 +4,13 @@
  * No include guard on purpose. */
 
 #define FN(name) NN_CAT(name, SFX)
-#define NV 2               /* vectors per tile row block */
+#ifndef NN_TILE_VECTORS
+#define NN_TILE_VECTORS 2
+#endif
+#define NV NN_TILE_VECTORS /* vectors per tile row block */
 #define TILE (NV * VL)     /* batch rows per tile: 16 (float) or 8 (double) with AVX */
+#define MVB (12 / NV)      /* weight rows per register block of the products: 12 accumulators
+                            * (24 with AVX-512's 32 registers measured no faster) */
 #define CH 16              /* time steps per chunk of the weight-gradient products */
 
 static inline int FN(tile_rows)(void) { return TILE; }
@@ -43,15 +48,15 @@ NN_INLINE void FN(store_tile)(REAL *dst, ptrdiff_t sb, ptrdiff_t sf, int F, int 
         for (int f = 0; f < F; f++) dst[b * sb + f * sf] = src[f * TILE + b];
 }
 
-/* mb (<= 6) rows of out = init + bias + W @ in, W rows of length K with stride ldw, times
+/* mb (<= MVB) rows of out = init + bias + W @ in, W rows of length K with stride ldw, times
  * (1 - dsc²) row by row if dsc is not NULL (tanh' from the saved output). With
- * mb = 6 and NV = 2: 12 independent accumulator chains (the FMA latency of 4 cycles times 2
- * FMA pipes needs >= 8) and 8 loads (2 state vectors, 6 weight broadcasts) per 12 FMAs. */
+ * mb = MVB: 12 independent accumulator chains (the FMA latency of 4 cycles times 2 FMA pipes
+ * needs >= 8) and NV + MVB loads (state vectors, weight broadcasts) per 12 FMAs. */
 NN_INLINE void FN(mv_block)(const int mb, int K, const REAL *NN_RESTRICT W, ptrdiff_t ldw,
                             const V *in, const V *init, const REAL *bias, const V *dsc, V *out)
 {
-    V acc[6][NV];
-    const REAL *w[6];
+    V acc[MVB][NV];
+    const REAL *w[MVB];
     for (int r = 0; r < mb; r++) {
         w[r] = W + r * ldw;
         for (int v = 0; v < NV; v++) {
@@ -81,8 +86,8 @@ NN_INLINE void FN(matvec_gen)(int M, int K, const REAL *W, int ldw, const V *in,
                               const REAL *bias, const V *dsc, V *out)
 {
     int m = 0;
-    for (; m + 6 <= M; m += 6)
-        FN(mv_block)(6, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
+    for (; m + MVB <= M; m += MVB)
+        FN(mv_block)(MVB, K, W + (ptrdiff_t)m * ldw, ldw, in, init ? init + m * NV : NULL,
                      bias ? bias + m : NULL, dsc ? dsc + m * NV : NULL, out + m * NV);
     const int rem = M - m;
     const REAL *Wm = W + (ptrdiff_t)m * ldw;
@@ -91,6 +96,14 @@ NN_INLINE void FN(matvec_gen)(int M, int K, const REAL *W, int ldw, const V *in,
     const V *sm = dsc ? dsc + m * NV : NULL;
     V *om = out + m * NV;
     switch (rem) { /* constant block heights, so the accumulators stay in registers */
+#if MVB > 6
+    case 11: FN(mv_block)(11, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 10: FN(mv_block)(10, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 9: FN(mv_block)(9, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 8: FN(mv_block)(8, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 7: FN(mv_block)(7, K, Wm, ldw, in, im, bm, sm, om); break;
+    case 6: FN(mv_block)(6, K, Wm, ldw, in, im, bm, sm, om); break;
+#endif
     case 5: FN(mv_block)(5, K, Wm, ldw, in, im, bm, sm, om); break;
     case 4: FN(mv_block)(4, K, Wm, ldw, in, im, bm, sm, om); break;
     case 3: FN(mv_block)(3, K, Wm, ldw, in, im, bm, sm, om); break;
@@ -235,7 +248,11 @@ static void FN(acc_flush)(int M, int N, V *Cv, REAL *C, int ldc)
  * (19-77 KB: they stay in L1/L2 next to the chunk) and lose by 5-20% from H = 64 (tanh RNN,
  * 133 KB) to H = 128 (0.5-2 MB), hence the limit. */
 #ifndef NN_GACC_MAX
+#if NN_VBYTES == 64   /* measured: 256 KB makes the AVX-512 GRU step 30% faster (3H x H = 110 KB) */
+#define NN_GACC_MAX (256 << 10)
+#else
 #define NN_GACC_MAX (96 << 10)
+#endif
 #endif
 static inline ptrdiff_t FN(gacc_elems)(int M, int N)
 {
@@ -572,24 +589,28 @@ static inline ptrdiff_t FN(gru_work)(int I, int H, int O)
            + FN(gacc_elems)(3 * H, I);
 }
 
-/* Forward of one tile into buf (gru_tilebuf); gtmp is (6H, TILE) scratch. out/hT may be NULL. */
-static void FN(gru_forward_tile)(int T, int I, int H, int nb,
-                                 const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
-                                 const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
-                                 const REAL *W_ih, const REAL *W_hh, const REAL *b_ih,
-                                 const REAL *b_hh, REAL *buf, REAL *gtmp,
-                                 REAL *out, ptrdiff_t osb, ptrdiff_t ost, REAL *hT, ptrdiff_t hTsb)
+/* Forward of one tile. full: into buf (gru_tilebuf: every state slot and gate record, for the
+ * backward); else a ring of 2 slots and one record (gru_ringbuf: inference, the same arithmetic).
+ * gtmp is (6H, TILE) scratch. out/hT may be NULL. Returns the last state slot. */
+static V *FN(gru_fwd)(int T, int I, int H, int nb,
+                      const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                      const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                      const REAL *W_ih, const REAL *W_hh, const REAL *b_ih,
+                      const REAL *b_hh, REAL *buf, int full, REAL *gtmp,
+                      REAL *out, ptrdiff_t osb, ptrdiff_t ost, REAL *hT, ptrdiff_t hTsb)
 {
     const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV;
-    V *hb = (V *)buf, *rec = hb + (T + 1) * slot;
+    V *hb = (V *)buf, *rec = hb + (full ? T + 1 : 2) * slot;
     V *gi = (V *)gtmp, *gh = gi + 3 * hsz;
     if (h0)
         FN(load_tile)(hb, H, nb, h0, h0sb, h0sj);
     else
         for (ptrdiff_t e = 0; e < hsz; e++) hb[e] = (V){0};
+    V *nxt = hb;
     for (int t = 0; t < T; t++) {
-        V *cur = hb + t * slot, *nxt = cur + slot;
-        V *r = rec + t * 4 * hsz, *z = r + hsz, *n = z + hsz, *hn = n + hsz;
+        V *cur = hb + (full ? t : (t & 1)) * slot;
+        nxt = hb + (full ? t + 1 : ((t + 1) & 1)) * slot;
+        V *r = rec + (full ? t : 0) * 4 * hsz, *z = r + hsz, *n = z + hsz, *hn = n + hsz;
         FN(load_tile)(cur + hsz, I, nb, x + t * xst, xsb, xsi);
         /* gi = W_ih x_t + b_ih, gh = W_hh h_{t-1} + b_hh, each (3H, TILE) */
         FN(matvec)(3 * H, I, W_ih, I, cur + hsz, NULL, b_ih, gi);
@@ -605,8 +626,21 @@ static void FN(gru_forward_tile)(int T, int I, int H, int nb,
         for (ptrdiff_t e = 0; e < hsz; e++) nxt[e] = n[e] + z[e] * (cur[e] - n[e]);
         if (out) FN(store_tile)(out + t * ost, osb, 1, H, nb, nxt);
     }
-    for (ptrdiff_t e = hsz; e < slot; e++) hb[T * slot + e] = (V){0};
-    if (hT) FN(store_tile)(hT, hTsb, 1, H, nb, hb + T * slot);
+    if (full)
+        for (ptrdiff_t e = hsz; e < slot; e++) nxt[e] = (V){0};
+    if (hT) FN(store_tile)(hT, hTsb, 1, H, nb, nxt);
+    return nxt;
+}
+
+static void FN(gru_forward_tile)(int T, int I, int H, int nb,
+                                 const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                 const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                 const REAL *W_ih, const REAL *W_hh, const REAL *b_ih,
+                                 const REAL *b_hh, REAL *buf, REAL *gtmp,
+                                 REAL *out, ptrdiff_t osb, ptrdiff_t ost, REAL *hT, ptrdiff_t hTsb)
+{
+    FN(gru_fwd)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, W_ih, W_hh, b_ih, b_hh, buf, 1, gtmp,
+                out, osb, ost, hT, hTsb);
 }
 
 /* Backward of one tile from buf; dh (H, TILE): gradient w.r.t. h_T in, w.r.t. h0 out. */
@@ -714,16 +748,20 @@ static inline ptrdiff_t FN(lstm_work)(int I, int H, int O)
     return (ptrdiff_t)TILE * (3 * H + I + 4 * CH * H + CH + O) + FN(gacc_elems)(4 * H, H + I);
 }
 
-static void FN(lstm_forward_tile)(int T, int I, int H, int nb,
-                                  const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
-                                  const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
-                                  const REAL *c0, ptrdiff_t c0sb, ptrdiff_t c0sj,
-                                  const REAL *W_cat, const REAL *bias, REAL *buf,
-                                  REAL *out, ptrdiff_t osb, ptrdiff_t ost,
-                                  REAL *hT, ptrdiff_t hTsb, REAL *cT, ptrdiff_t cTsb)
+/* Forward of one tile. full: into buf (lstm_tilebuf, for the backward); else rings of 2 state
+ * slots and 2 cell states and one record (lstm_ringbuf: inference, the same arithmetic).
+ * Returns the last state slot. */
+static V *FN(lstm_fwd)(int T, int I, int H, int nb,
+                       const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                       const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                       const REAL *c0, ptrdiff_t c0sb, ptrdiff_t c0sj,
+                       const REAL *W_cat, const REAL *bias, REAL *buf, int full,
+                       REAL *out, ptrdiff_t osb, ptrdiff_t ost,
+                       REAL *hT, ptrdiff_t hTsb, REAL *cT, ptrdiff_t cTsb)
 {
     const ptrdiff_t slot = (ptrdiff_t)(H + I) * NV, hsz = (ptrdiff_t)H * NV;
-    V *hb = (V *)buf, *cb = hb + (T + 1) * slot, *rec = cb + (T + 1) * hsz;
+    const int ns = full ? T + 1 : 2;
+    V *hb = (V *)buf, *cb = hb + ns * slot, *rec = cb + ns * hsz;
     if (h0)
         FN(load_tile)(hb, H, nb, h0, h0sb, h0sj);
     else
@@ -732,9 +770,13 @@ static void FN(lstm_forward_tile)(int T, int I, int H, int nb,
         FN(load_tile)(cb, H, nb, c0, c0sb, c0sj);
     else
         for (ptrdiff_t e = 0; e < hsz; e++) cb[e] = (V){0};
+    V *nxt = hb, *cn = cb;
     for (int t = 0; t < T; t++) {
-        V *cur = hb + t * slot, *nxt = cur + slot, *c = cb + t * hsz, *cn = c + hsz;
-        V *gi = rec + t * 5 * hsz, *gf = gi + hsz, *gg = gf + hsz, *go = gg + hsz, *tc = go + hsz;
+        const int ts = full ? t : (t & 1), tn = full ? t + 1 : ((t + 1) & 1);
+        V *cur = hb + ts * slot, *c = cb + ts * hsz;
+        nxt = hb + tn * slot;
+        cn = cb + tn * hsz;
+        V *gi = rec + (full ? t : 0) * 5 * hsz, *gf = gi + hsz, *gg = gf + hsz, *go = gg + hsz, *tc = go + hsz;
         FN(load_tile)(cur + hsz, I, nb, x + t * xst, xsb, xsi);
         /* [i f g o] = W_hh h_{t-1} + W_ih x_t + b, then σ, σ, tanh, σ */
         FN(matvec)(4 * H, H + I, W_cat, H + I, cur, NULL, bias, gi);
@@ -746,9 +788,23 @@ static void FN(lstm_forward_tile)(int T, int I, int H, int nb,
         for (ptrdiff_t e = 0; e < hsz; e++) nxt[e] = go[e] * tc[e];
         if (out) FN(store_tile)(out + t * ost, osb, 1, H, nb, nxt);
     }
-    for (ptrdiff_t e = hsz; e < slot; e++) hb[T * slot + e] = (V){0};
-    if (hT) FN(store_tile)(hT, hTsb, 1, H, nb, hb + T * slot);
-    if (cT) FN(store_tile)(cT, cTsb, 1, H, nb, cb + T * hsz);
+    if (full)
+        for (ptrdiff_t e = hsz; e < slot; e++) nxt[e] = (V){0};
+    if (hT) FN(store_tile)(hT, hTsb, 1, H, nb, nxt);
+    if (cT) FN(store_tile)(cT, cTsb, 1, H, nb, cn);
+    return nxt;
+}
+
+static void FN(lstm_forward_tile)(int T, int I, int H, int nb,
+                                  const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                                  const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                                  const REAL *c0, ptrdiff_t c0sb, ptrdiff_t c0sj,
+                                  const REAL *W_cat, const REAL *bias, REAL *buf,
+                                  REAL *out, ptrdiff_t osb, ptrdiff_t ost,
+                                  REAL *hT, ptrdiff_t hTsb, REAL *cT, ptrdiff_t cTsb)
+{
+    FN(lstm_fwd)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, c0, c0sb, c0sj, W_cat, bias, buf, 1,
+                 out, osb, ost, hT, hTsb, cT, cTsb);
 }
 
 /* dh, dc (H, TILE): gradients w.r.t. h_T, c_T in; w.r.t. h0, c0 out. */
@@ -846,8 +902,58 @@ static double FN(lstm_train_tile)(int T, int I, int H, int O, int nb,
     return loss;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Inference: the forward of any kind without the backward's buffer (rings of 2 state slots, one
+ * gate record), then the dense head on the last state, fused. Same arithmetic as the training
+ * forward, step for step, so the same results. kind: 0 tanh RNN, 1 GRU, 2 LSTM.
+ * ---------------------------------------------------------------------------------------- */
+static inline ptrdiff_t FN(infer_ws)(int kind, int I, int H, int O)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * TILE, hsz = (ptrdiff_t)H * TILE;
+    const ptrdiff_t head = (ptrdiff_t)O * TILE;
+    if (kind == 0) return 2 * slot + head;
+    if (kind == 1) return 2 * slot + 4 * hsz + 6 * hsz + head;   /* ring, record, gtmp */
+    return 2 * slot + 2 * hsz + 5 * hsz + head;                   /* ring, cells, record */
+}
+
+/* yhat (row b0: O values at stride ysb) = W_out h_T + b_out when W_out is not NULL; hT, cT
+ * (LSTM) may be NULL. W_a, b_a: W_cat and its bias (RNN: b_ih + b_hh; LSTM: likewise), or
+ * W_ih, b_ih with W_b, b_b = W_hh, b_hh (GRU). */
+static void FN(infer_tile)(int kind, int T, int I, int H, int O, int nb,
+                           const REAL *x, ptrdiff_t xsb, ptrdiff_t xst, ptrdiff_t xsi,
+                           const REAL *h0, ptrdiff_t h0sb, ptrdiff_t h0sj,
+                           const REAL *c0, ptrdiff_t c0sb, ptrdiff_t c0sj,
+                           const REAL *W_a, const REAL *W_b, const REAL *b_a, const REAL *b_b,
+                           const REAL *W_out, const REAL *b_out, REAL *ws,
+                           REAL *yhat, ptrdiff_t ysb, REAL *hT, ptrdiff_t hTsb, REAL *cT, ptrdiff_t cTsb)
+{
+    const ptrdiff_t slot = (ptrdiff_t)(H + I) * TILE, hsz = (ptrdiff_t)H * TILE;
+    const V *last;
+    REAL *yh;
+    if (kind == 0) {
+        FN(rnn_fwd_tile)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, W_a, b_a, ws, 0,
+                         NULL, 0, 0, hT, hTsb);
+        last = (const V *)(ws + (ptrdiff_t)(T & 1) * slot);
+        yh = ws + 2 * slot;
+    } else if (kind == 1) {
+        REAL *gtmp = ws + 2 * slot + 4 * hsz;
+        last = FN(gru_fwd)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, W_a, W_b, b_a, b_b, ws, 0,
+                           gtmp, NULL, 0, 0, hT, hTsb);
+        yh = gtmp + 6 * hsz;
+    } else {
+        last = FN(lstm_fwd)(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, c0, c0sb, c0sj, W_a, b_a,
+                            ws, 0, NULL, 0, 0, hT, hTsb, cT, cTsb);
+        yh = ws + 2 * slot + 7 * hsz;
+    }
+    if (W_out) {
+        /* ŷ = W_out h_T + b_out, as the training step's head */
+        FN(matvec)(O, H, W_out, H, last, NULL, b_out, (V *)yh);
+        FN(store_tile)(yhat, ysb, 1, O, nb, (const V *)yh);
+    }
+}
 
 #undef FN
 #undef NV
 #undef TILE
+#undef MVB
 #undef CH

@@ -11,6 +11,8 @@ All share one interface so training and evaluation code never branch on the kind
   ``future_size=0`` (the default) rejects it. ``backward`` does not return its gradient.
 * ``stateful``: whether carrying the state changes anything (False for the MLP and the linear model).
 * ``saturation(state)``: the fraction of saturated tanh units behind the last forward pass.
+* ``predict(x, state=None, future=None)``: ``forward`` for inference (same results, no cache for a
+  backward; the recurrent models run the inference kernel with the head fused).
 * ``backward(dpred) -> dx`` adds into ``grads``.
 * ``loss_and_grad(x, y, loss="mse", state=None, future=None) -> (loss, state)`` does forward, loss
   and backward in one call; on the compiled backend with the MSE loss it runs the fused kernel,
@@ -115,6 +117,21 @@ class RecurrentForecaster(Module):
         h_T = state[0] if future is None else np.concatenate([state[0], future], axis=1)
         return self.head.forward(h_T), state
 
+    def predict(self, x, state=None, future=None):
+        """:meth:`forward` for inference: the same ``(prediction, last state)``, no cache kept for a backward.
+
+        On the compiled backend one inference-kernel call per batch (the recurrent forward without the
+        training forward's per-step buffer, and the head on h_T fused); the future inputs' share of the
+        head, future W_fᵀ, is added after it. Used for validation, evaluation and prediction.
+        """
+        x = self.rnn._check_x(x, remember=False)
+        future = _check_future(future, self.future_size, self.dtype, x.shape[0], "RecurrentForecaster")
+        W, H = self.head.params["W"], self.rnn.hidden_size
+        pred, last = self.rnn.predict(x, self.rnn.unpack_state(state), W[:, :H], self.head.params["b"])
+        if future is not None:
+            pred = pred + future @ W[:, H:].T
+        return pred, self.rnn.pack_state(last)
+
     def backward(self, dpred):
         """Backpropagate ``dpred`` (B, O) through the head and the recurrent layer; returns dx."""
         dh_T = self.head.backward(dpred)
@@ -215,6 +232,10 @@ class _WindowForecaster(Module):
         z = self.flat_input(x, future)
         self._x_shape = (z.shape[0], self.window, self.input_size)
         return self._net.forward(z), ()
+
+    def predict(self, x, state=None, future=None):
+        """:meth:`forward` for inference (the same: a window model keeps nothing a backward would not need)."""
+        return self.forward(x, state, future)
 
     def backward(self, dpred):
         """Backpropagate ``dpred`` (B, O); returns dx (B, T, I) (the future needs no gradient)."""

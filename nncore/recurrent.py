@@ -348,11 +348,30 @@ class _Recurrent(Layer):
             return None
         return getattr(_kernels()[0], f"{self.kind}_train_step", None)
 
-    def _check_x(self, x) -> np.ndarray:
+    def predict(self, x, state=None, W_out=None, b_out=None):
+        """Inference: ``(ŷ, state_T)`` with ŷ = h_T W_outᵀ + b_out (None without ``W_out``) and ``state_T``
+        as :meth:`forward` returns it; no cache is kept, so no :meth:`backward` follows.
+
+        On the compiled backend one call of the inference kernel (the forward through two state slots per
+        batch tile instead of the whole sequence, the head fused); on NumPy the reference forward.
+        """
+        x = self._check_x(x, remember=False)  # a backward still belongs to the last forward
+        state = self._initial_state(state, x.shape[0])
+        p = self.params
+        if self.backend == "cython":
+            return getattr(_kernels()[0], f"{self.kind}_predict")(x, state, p["W_ih"], p["W_hh"], p["b_ih"],
+                                                                  p["b_hh"], W_out, b_out)
+        _, state_T, _ = _NUMPY[self.kind][0](x, state, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+        h_T = state_T[0] if isinstance(state_T, tuple) else state_T
+        return (None if W_out is None else h_T @ W_out.T + b_out), state_T
+
+    def _check_x(self, x, remember: bool = True) -> np.ndarray:
+        """``x`` checked; ``remember``: its (B, T) is the next backward's (False for inference)."""
         x = check_array(x, self.dtype, 3, f"{type(self).__name__} input x (B, T, I)", self.input_size)
         if x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"{type(self).__name__} input must have B >= 1 and T >= 1, got shape {x.shape}")
-        self._batch_time = x.shape[:2]
+        if remember:
+            self._batch_time = x.shape[:2]
         return x
 
     def _check_grad(self, d, name: str, shape) -> np.ndarray | None:
@@ -408,9 +427,12 @@ class _SingleState(_Recurrent):
         """The tanh outputs behind the last hidden state (the saturation probe): h_T itself."""
         return state[0]
 
+    def _initial_state(self, h0, B: int):
+        return None if h0 is None else _initial(h0, B, self.hidden_size, self.dtype, "h0")
+
     def forward(self, x, h0=None):
         x = self._check_x(x)
-        h0 = None if h0 is None else _initial(h0, x.shape[0], self.hidden_size, self.dtype, "h0")
+        h0 = self._initial_state(h0, x.shape[0])
         p = self.params
         out, h_T, self._cache = self._forward_fn(x, h0, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
         return out, h_T
@@ -496,16 +518,17 @@ class LSTM(_Recurrent):
         """h_T = o_T ⊙ tanh(c_T): the saturation probe is tanh(c_T)."""
         return np.tanh(state[1])
 
+    def _initial_state(self, state, B: int):
+        if state is None:
+            return None
+        if not (isinstance(state, (tuple, list)) and len(state) == 2):
+            raise ValueError("LSTM state must be a pair (h, c)")
+        return (_initial(state[0], B, self.hidden_size, self.dtype, "h0"),
+                _initial(state[1], B, self.hidden_size, self.dtype, "c0"))
+
     def forward(self, x, state=None):
         x = self._check_x(x)
-        B = x.shape[0]
-        if state is not None:
-            if not (isinstance(state, (tuple, list)) and len(state) == 2):
-                raise ValueError("LSTM state must be a pair (h, c)")
-            state = (
-                _initial(state[0], B, self.hidden_size, self.dtype, "h0"),
-                _initial(state[1], B, self.hidden_size, self.dtype, "c0"),
-            )
+        state = self._initial_state(state, x.shape[0])
         p = self.params
         out, state_T, self._cache = self._forward_fn(x, state, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
         return out, state_T

@@ -328,6 +328,32 @@ def test_the_build_is_the_one_the_test_run_asked_for():
     assert info["debug"] == (os.environ.get("NNCORE_EXPECT_DEBUG", "0") == "1"), info
     assert info["native"] == (os.environ.get("NNCORE_EXPECT_NATIVE", "1") == "1"), info
     assert info["tanh"]
+    # the SIMD width: the one asked for (NNCORE_VECTOR_BYTES), else the widest the build targets: this
+    # machine's with -march=native, SSE2's in the portable build
+    widest = widest_vector_bytes() if info["native"] else 16
+    want = int(os.environ.get("NNCORE_EXPECT_VECTOR_BYTES") or widest)
+    assert info["vector_bytes"] == want, info
+    assert info["tile_rows"] == {"float32": 2 * want // 4, "float64": 2 * want // 8}, info
+
+
+def widest_vector_bytes() -> int:
+    """The widest SIMD vector this CPU runs: 64 bytes with AVX-512, 32 with AVX, else 16."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return 64 if "avx512f" in flags else 32 if "avx" in flags else 16
+
+
+def test_fma_peak_loop_counts_its_flop_and_checks_its_arguments():
+    f32, s32 = kernels.fma_peak("float32", 20_000, 1)
+    f64, s64 = kernels.fma_peak(np.float64, 20_000, 1)
+    assert s32 > 0 and s64 > 0
+    assert f32 == 2 * f64                                   # the same vectors hold twice the float32 lanes
+    assert kernels.fma_peak("float32", 40_000, 2)[0] == 4 * f32   # linear in iterations and in threads
+    assert f32 % (2 * 20_000 * (widest_vector_bytes() if kernels.build_info()["native"] else 16) // 4) == 0
+    with pytest.raises(ValueError, match="dtype must be float32 or float64, got int64"):
+        kernels.fma_peak("int64")
+    with pytest.raises(ValueError, match="iters must be >= 1, got 0"):
+        kernels.fma_peak("float32", 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,3 +556,81 @@ def test_train_step_is_bitwise_reproducible(kind, dtype):
         assert loss == runs[0][0]
         for k, g in grads.items():
             assert np.array_equal(g, runs[0][2][k]), k
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference kernels: the forward without a cache, the dense head fused
+# ----------------------------------------------------------------------------------------------
+INFER_SHAPES = [(1, 1, 1, 1, 1), (37, 17, 3, 5, 2), (1, 30, 1, 24, 1), (16, 9, 1, 7, 3), (23, 13, 8, 6, 1),
+                (40, 2, 4, 13, 5)]
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", INFER_SHAPES)
+@pytest.mark.parametrize("with_state", [True, False])
+def test_predict_matches_the_reference_forward_and_head(kind, dtype, shape, with_state):
+    """ŷ = h_T W_outᵀ + b_out and the last state as the NumPy reference forward gives them (1e-12 in float64),
+    and the last state bitwise equal to the training forward's (the same arithmetic without its cache)."""
+    B, T, I, H, O = shape
+    rng = np.random.default_rng(B * 1000 + T * 10 + H)
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[kind]
+    bound = 1 / np.sqrt(H)
+    params = tuple(rng.uniform(-bound, bound, s).astype(dtype) for s in [(G * H, I), (G * H, H), (G * H,), (G * H,)])
+    x = rng.normal(size=(B, T, I)).astype(dtype)
+    W_out, b_out = rng.normal(size=(O, H)).astype(dtype), rng.normal(size=O).astype(dtype)
+    h0 = rng.normal(size=(B, H)).astype(dtype) if with_state else None
+    c0 = rng.normal(size=(B, H)).astype(dtype) if with_state else None
+    state = (h0, c0) if kind == "lstm" and with_state else (None if kind == "lstm" else h0)
+    _, s_ref, _ = getattr(ref, f"{kind}_forward")(x, state, *params)
+    _, s_fwd, _ = getattr(kernels, f"{kind}_forward")(x, state, *params)
+    yhat, s_k = getattr(kernels, f"{kind}_predict")(x, state, *params, W_out, b_out)
+    states = [("h_T", s_k[0], s_ref[0], s_fwd[0]), ("c_T", s_k[1], s_ref[1], s_fwd[1])] if kind == "lstm" \
+        else [("h_T", s_k, s_ref, s_fwd)]
+    exact = None
+    if dtype == np.float32:
+        _, s_e, _ = getattr(ref, f"{kind}_forward")(up(x), up(state), *up(params))
+        h_e = s_e[0] if kind == "lstm" else s_e
+        exact = h_e @ up(W_out).T + up(b_out)
+    for name, got, want, fwd in states:
+        assert_close(got, want, dtype, name)
+        assert np.array_equal(got, fwd), f"{name} differs from the training forward's"
+    h_ref = s_ref[0] if kind == "lstm" else s_ref
+    assert_close(yhat, h_ref @ W_out.T + b_out, dtype, "yhat", exact)
+    # without a head: the state alone, the same bits
+    none, s_only = getattr(kernels, f"{kind}_predict")(x, state, *params)
+    assert none is None
+    for (name, got, *_), again in zip(states, s_only if kind == "lstm" else [s_only]):
+        assert np.array_equal(got, again), name
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_predict_reads_non_contiguous_windows(kind):
+    rng = np.random.default_rng(5)
+    G, H, I = {"rnn": 1, "gru": 3, "lstm": 4}[kind], 6, 2
+    params = tuple(rng.uniform(-0.4, 0.4, s) for s in [(G * H, I), (G * H, H), (G * H,), (G * H,)])
+    big = rng.normal(size=(30, 24, 2 * I))
+    x = big[::2, ::3, ::2]                      # every stride non-unit
+    W_out, b_out = rng.normal(size=(1, H)), rng.normal(size=1)
+    want, _ = getattr(kernels, f"{kind}_predict")(np.ascontiguousarray(x), None, *params, W_out, b_out)
+    got, _ = getattr(kernels, f"{kind}_predict")(x, None, *params, W_out, b_out)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_predict_rejects_bad_input(kind):
+    rng = np.random.default_rng(6)
+    G, H, I = {"rnn": 1, "gru": 3, "lstm": 4}[kind], 5, 1
+    params = [rng.normal(size=s) for s in [(G * H, I), (G * H, H), (G * H,), (G * H,)]]
+    x = rng.normal(size=(4, 3, I))
+    predict = getattr(kernels, f"{kind}_predict")
+    with pytest.raises(ValueError, match=r"W_out has shape \(1, 4\), expected \(\?, 5\)"):
+        predict(x, None, *params, np.zeros((1, 4)), np.zeros(1))
+    with pytest.raises(ValueError, match=r"b_out has shape \(2,\), expected \(1\)"):
+        predict(x, None, *params, np.zeros((1, H)), np.zeros(2))
+    with pytest.raises(ValueError, match="b_out given without W_out"):
+        predict(x, None, *params, None, np.zeros(1))
+    with pytest.raises(ValueError, match="x has dtype float32"):
+        predict(x.astype(np.float32), None, *params)
+    with pytest.raises(ValueError, match=r"x has shape \(4, 3, 2\), expected \(\?, \?, 1\)"):
+        predict(np.zeros((4, 3, 2)), None, *params)

@@ -455,3 +455,48 @@ def test_gradient_norm_penalty_with_future_inputs_on_the_mlp_forecaster(check_gr
         check_grad(total, p, grads[key], f"objective+penalties with future d{key}")
     with pytest.raises(ValueError, match="pass future="):
         reg(model, x)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("future_size", [0, 6])
+def test_predict_is_forward_for_inference(kind, dtype, future_size, backend):
+    """``predict`` (the inference kernel with the head fused, on the compiled backend) gives forward's prediction
+    and state, carried state included, and keeps no cache: a backward after it is refused."""
+    rng = np.random.default_rng(13)
+    model = recurrent(kind, backend, 7, input_size=3, output_size=2, future_size=future_size, dtype=dtype, rng=rng)
+    x = rng.normal(size=(37, 11, 3)).astype(dtype)
+    future = rng.normal(size=(37, future_size)).astype(dtype) if future_size else None
+    tol = dict(rtol=0, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    state_f = state_p = None
+    for _ in range(2):
+        pred_f, state_f = model.forward(x, state_f, future=future)
+        pred_p, state_p = model.predict(x, state_p, future=future)
+        assert pred_p.dtype == np.dtype(dtype) and pred_p.shape == (37, 2)
+        np.testing.assert_allclose(pred_p, pred_f, **tol)
+        assert len(state_p) == len(state_f)
+        for a, b in zip(state_p, state_f):
+            np.testing.assert_array_equal(a, b)   # the same arithmetic: the same bits
+    fresh = recurrent(kind, backend, 7, input_size=3, output_size=2, future_size=future_size, dtype=dtype, rng=1)
+    fresh.predict(x, future=future)
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        fresh.backward(np.ones((37, 2), dtype))
+    # between a forward and its backward, a prediction on other windows changes nothing
+    model.zero_grad()
+    pred, _ = model.forward(x[:5], future=None if future is None else future[:5])
+    model.backward(np.ones_like(pred))
+    want = {k: g.copy() for k, g in model.grads.items()}
+    model.zero_grad()
+    model.forward(x[:5], future=None if future is None else future[:5])
+    model.predict(x[5:], future=None if future is None else future[5:])
+    model.backward(np.ones_like(pred))
+    for k, g in model.grads.items():
+        np.testing.assert_array_equal(g, want[k], err_msg=k)
+
+
+def test_window_models_predict_as_they_forward():
+    rng = np.random.default_rng(14)
+    x, future = rng.normal(size=(9, 5, 2)), rng.normal(size=(9, 3))
+    for model in (MLPForecaster(5, 4, input_size=2, output_size=2, future_size=3, rng=1),
+                  LinearForecaster(5, input_size=2, output_size=2, future_size=3, rng=1)):
+        np.testing.assert_array_equal(model.predict(x, future=future)[0], model.forward(x, future=future)[0])

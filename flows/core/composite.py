@@ -60,6 +60,16 @@ class Ensemble(_Networks):
             new.append(s)
         return np.mean(outs, axis=0), tuple(new)
 
+    def predict(self, X: np.ndarray, state=None, future: np.ndarray | None = None):
+        """:meth:`forward` for inference: each member's ``predict`` (the inference kernels), then their mean."""
+        states = state if state is not None else (None,) * len(self.models)
+        outs, new = [], []
+        for m, s in zip(self.models, states):
+            out, s = m.predict(X, s, future=future)
+            outs.append(np.asarray(out, np.float64))
+            new.append(s)
+        return np.mean(outs, axis=0), tuple(new)
+
 
 class LocalModels(_Networks):
     """One trained network per series (index = the series' position in ``Windows.ids``)."""
@@ -80,7 +90,7 @@ class LocalModels(_Networks):
         for s in np.unique(series):
             rows = np.flatnonzero(series == s)
             out[rows] = np.concatenate([
-                self.models[s].forward(X[rows[lo:lo + batch]],
+                self.models[s].predict(X[rows[lo:lo + batch]],
                                        future=None if future is None else future[rows[lo:lo + batch]])[0]
                 for lo in range(0, len(rows), batch)])
         return out

@@ -213,8 +213,10 @@ def predict(model, X: np.ndarray, batch: int = 8192, series: np.ndarray | None =
 
 
 def forward(model, X: np.ndarray, state=None, future: np.ndarray | None = None):
-    """``model.forward``, with the known-in-advance inputs when there are any."""
-    return model.forward(X, state) if future is None else model.forward(X, state, future=future)
+    """``model.predict`` (the forward for inference; ``forward`` for a model without one), with the
+    known-in-advance inputs when there are any."""
+    run = getattr(model, "predict", model.forward)
+    return run(X, state) if future is None else run(X, state, future=future)
 
 
 def predict_carried(model, X: np.ndarray, warmup: np.ndarray | None = None, future: np.ndarray | None = None,

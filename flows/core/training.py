@@ -75,9 +75,10 @@ def build(spec: ModelSpec, windows: Windows, rng: np.random.Generator):
 def evaluate_loss(model, X: np.ndarray, y: np.ndarray, loss_name: str, batch: int = 8192,
                   future: np.ndarray | None = None) -> float:
     loss_fn = get_loss(loss_name)
+    run = getattr(model, "predict", model.forward)  # the inference kernels; forward for a model without them
     total = 0.0
     for lo in range(0, len(X), batch):
-        pred, _ = model.forward(X[lo:lo + batch], future=None if future is None else future[lo:lo + batch])
+        pred, _ = run(X[lo:lo + batch], future=None if future is None else future[lo:lo + batch])
         total += loss_fn(pred, y[lo:lo + batch])[0] * len(pred)
     return total / len(X)
 

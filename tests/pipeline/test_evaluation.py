@@ -64,7 +64,7 @@ def test_evaluate_reports_every_metric_for_model_modes_and_baselines(trained):
     assert out.season == 1 and np.array_equal(out.predictions["snaive"], out.predictions["naive"])  # no calendar
     assert set(out.metrics()) == {p + m for p in ("test_", "carried_test_", "naive_test_", "snaive_test_", "drift_test_")
                                   for m in ev.METRICS}
-    expected = w.to_levels(result.model.forward(w.test.X)[0], w.test.last)
+    expected = w.to_levels(result.model.predict(w.test.X)[0], w.test.last)
     np.testing.assert_allclose(out.predictions["model"], expected)
 
 
@@ -73,10 +73,10 @@ def test_carried_mode_equals_one_window_at_a_time_with_the_state_passed_on(train
     model = result.model
     state = None
     for i in range(len(w.val)):
-        _, state = model.forward(w.val.X[i:i + 1], state)
+        _, state = model.predict(w.val.X[i:i + 1], state)
     expected = []
     for i in range(len(w.test)):
-        pred, state = model.forward(w.test.X[i:i + 1], state)
+        pred, state = model.predict(w.test.X[i:i + 1], state)
         expected.append(pred[0])
     np.testing.assert_array_equal(ev.predict_carried(model, w.test.X, w.val.X), np.array(expected))
     stateless = ev.predict(model, w.test.X)
