@@ -11,11 +11,12 @@ hidden state and the MSE loss into one pass (no ``out``, no ``dx``). ``rnn_predi
 (two state slots per tile instead of T + 1) with the dense head fused, for validation,
 evaluation and prediction.
 
-Layout. The batch is cut into tiles of two SIMD vectors of rows: with AVX-512 (the default on a
-machine that has it) 32 float32 or 16 float64 rows, with AVX2 16 or 8 (``build_info()`` says
-which; ``NNCORE_VECTOR_BYTES`` at build time chooses a narrower width, one source for all). OpenMP
-threads take whole tiles (``OMP_NUM_THREADS`` is honoured). Inside a tile, states are feature-major
-with the batch innermost (one feature of a tile is two SIMD vectors), time-major over the sequence, so
+Layout. The batch is cut into tiles of 16 float32 or 8 float64 rows: one SIMD vector per feature
+with AVX-512 (the default on a machine that has it), two with AVX2, and 8 or 4 rows in two SSE2
+vectors in the portable build (``build_info()`` says which; ``NNCORE_VECTOR_BYTES`` at build time
+chooses a narrower width, one source for all). OpenMP threads take whole tiles
+(``OMP_NUM_THREADS`` is honoured). Inside a tile, states are feature-major with the batch
+innermost (one feature of a tile is one or two SIMD vectors), time-major over the sequence, so
 a time step is a few broadcast-FMA sweeps and the tile's states stay in L2 between the forward
 and the backward. Weight gradients are accumulated per tile over chunks of 16 steps and per
 thread, reduced once at the end.

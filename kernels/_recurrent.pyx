@@ -1,8 +1,8 @@
 """Compiled recurrent kernels: tanh RNN, GRU and LSTM (forward, backward, fused training step).
 
 Same arguments and results as :mod:`nncore.recurrent`. The batch is cut into tiles of
-``TILE`` rows (two SIMD vectors: 32 float32 or 16 float64 rows with AVX-512, 16 or 8 with
-AVX2); OpenMP threads take whole tiles, and each tile runs its time loop in C (``_tile.h``)
+``TILE`` rows (16 float32 or 8 float64: one AVX-512 or two AVX2 vectors; 8 or 4 with SSE2);
+OpenMP threads take whole tiles, and each tile runs its time loop in C (``_tile.h``)
 with the tile's states laid out feature-major, batch innermost. Every check happens here, with the GIL, before the single ``nogil`` block.
 """
 import numpy as np

@@ -4,11 +4,15 @@
  * No include guard on purpose. */
 
 #define FN(name) NN_CAT(name, SFX)
-#ifndef NN_TILE_VECTORS
+#ifndef NN_TILE_VECTORS   /* vectors per tile: two with AVX or SSE, one zmm with AVX-512 (measured: the same */
+#if NN_VBYTES == 64       /* speed on the reference workload as two zmm, and no 2x padding of small batches) */
+#define NN_TILE_VECTORS 1
+#else
 #define NN_TILE_VECTORS 2
 #endif
+#endif
 #define NV NN_TILE_VECTORS /* vectors per tile row block */
-#define TILE (NV * VL)     /* batch rows per tile: 16 (float) or 8 (double) with AVX */
+#define TILE (NV * VL)     /* batch rows per tile: 16 (float) or 8 (double) with AVX or AVX-512 */
 #define MVB (12 / NV)      /* weight rows per register block of the products: 12 accumulators
                             * (24 with AVX-512's 32 registers measured no faster) */
 #define CH 16              /* time steps per chunk of the weight-gradient products */
