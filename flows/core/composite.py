@@ -51,24 +51,21 @@ class Ensemble(_Networks):
     KEY = "m"
     EMPTY = "an ensemble needs at least one network"
 
-    def forward(self, X: np.ndarray, state=None, future: np.ndarray | None = None):
+    def _mean_of(self, method: str, X: np.ndarray, state, future):
         states = state if state is not None else (None,) * len(self.models)
         outs, new = [], []
         for m, s in zip(self.models, states):
-            out, s = m.forward(X, s, future=future)
+            out, s = getattr(m, method)(X, s, future=future)
             outs.append(np.asarray(out, np.float64))
             new.append(s)
         return np.mean(outs, axis=0), tuple(new)
 
+    def forward(self, X: np.ndarray, state=None, future: np.ndarray | None = None):
+        return self._mean_of("forward", X, state, future)
+
     def predict(self, X: np.ndarray, state=None, future: np.ndarray | None = None):
         """:meth:`forward` for inference: each member's ``predict`` (the inference kernels), then their mean."""
-        states = state if state is not None else (None,) * len(self.models)
-        outs, new = [], []
-        for m, s in zip(self.models, states):
-            out, s = m.predict(X, s, future=future)
-            outs.append(np.asarray(out, np.float64))
-            new.append(s)
-        return np.mean(outs, axis=0), tuple(new)
+        return self._mean_of("predict", X, state, future)
 
 
 class LocalModels(_Networks):
