@@ -126,7 +126,7 @@ def one_kind(kind: str, epochs: int, repeats: int, profile: bool) -> dict:
                                    if any(file.endswith(f) and name == n for f, n in funcs)) / epochs
             parts["epoch (profiled run)"] = wall / epochs
     med = {k: statistics.median(r[k] for r in runs) for k in ("epoch", "step", "val")}
-    return {"kind": kind, "train": len(X), "val": len(windows.val.X), **med,
+    return {"kind": kind, "train": len(X), "val_windows": len(windows.val.X), **med,
             "ratio": statistics.median(r["epoch"] / r["step"] for r in runs), "parts": parts}
 
 
@@ -150,7 +150,7 @@ def main() -> None:
     import kernels
 
     print(f"{cpu_name()}, {os.cpu_count()} cores, kernels {kernels.build_info()}; notebook preset, "
-          f"{rows[0]['train']} training and {rows[0]['val']} validation windows, float32, {args.epochs} epochs, "
+          f"{rows[0]['train']} training and {rows[0]['val_windows']} validation windows, float32, {args.epochs} epochs, "
           f"median of {args.repeats}\n")
     print("| kind | epoch (ms) | fused step (ms) | validation (ms) | rest (ms) | epoch / step | "
           "500 epochs (s, projected) |")
