@@ -26,8 +26,8 @@ thread sums its tiles in order before the per-thread sums are added in thread or
 are bitwise identical from run to run for a given thread count (``OMP_NUM_THREADS``); a
 different thread count changes the summation order, i.e. the last bits.
 
-Numerics. tanh, sigmoid and exp are SIMD code of their own (GCC vector extensions, Cephes'
-algorithms; the float64 tanh through expm1) inlined into the time loop: <= 3 ulp for tanh,
+Numerics. tanh, sigmoid and exp are SIMD code of their own (GCC vector extensions; tanh through
+expm1, sigmoid through exp) inlined into the time loop: <= 3 ulp for tanh,
 <= 4 ulp for sigmoid, in float64 as
 in float32 (float64 is exact to ~1e-16: no float32 shortcut). The one exception is the float32
 tanh RNN, whose tanh is a rational approximation (<= 5 ulp) worth 20% of its time. Each worker

@@ -74,7 +74,7 @@ def threads():
 
 def build_info():
     """How the extension was built: ``native`` (-march=native), ``debug`` (bounds checks on),
-    ``tanh``: the activation code (the kernels' own SIMD Cephes algorithms), ``vector_bytes``: the
+    ``tanh``: the activation code (the kernels' own SIMD exp and expm1), ``vector_bytes``: the
     SIMD width of the tiles, ``tile_rows``: batch rows per tile and dtype."""
     return {"native": bool(nn_native_build()), "debug": bool(nn_debug_build()),
             "tanh": nn_tanh_backend().decode(), "vector_bytes": nn_vector_bytes(),
