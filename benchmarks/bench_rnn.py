@@ -30,7 +30,15 @@ Roofline. Before the cases, the machine's FMA peak is measured in each dtype on 
 threads at once; one warm-up, then the median of 5 runs of ~0.1 s, since AVX-512 units need a few
 milliseconds to reach full speed), and every fused GFLOP/s is also printed as a fraction of it.
 
+Against another build. ``--against DIR`` (another source tree with its kernels built in place, e.g.
+``git worktree add /tmp/before <commit> && (cd /tmp/before && python setup.py build_ext --inplace)``)
+times the kernel backends of every case on both builds, alternating them (``--rounds`` rounds, the
+order swapped every round), and adds a table of the medians and their ratio. This machine's speed
+drifts by up to ±30 % over minutes, so two builds timed one after the other may differ by the drift
+alone; alternating them puts the drift into both.
+
 Usage: python benchmarks/bench_rnn.py [--quick] [--kinds rnn,gru,lstm] [--repeats N] [--input-sizes 1,8]
+                                      [--against DIR [--rounds N]]
 """
 from __future__ import annotations
 
@@ -150,8 +158,36 @@ def time_it(run, d, repeats):
     return statistics.median(times)
 
 
+AGAINST_ENV = "NNBENCH_KERNELS_FROM"  # worker: import kernels from this source tree instead of ROOT's
+
+
+def _extension_tree(kernels):
+    """The source tree whose compiled extension ``kernels`` runs (None if it has none): an editable
+    install's finder supplies this tree's extension to another tree's package that has none."""
+    ext = sys.modules.get("kernels._recurrent")
+    if not kernels.available() or ext is None:
+        return None
+    return os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(ext.__file__))))
+
+
+def _kernels_from(tree):
+    """Import ``kernels`` and its extension from the source tree ``tree`` (a clear error if not there)."""
+    sys.path.insert(0, tree)
+    import kernels
+
+    where = os.path.dirname(os.path.dirname(os.path.abspath(kernels.__file__)))
+    if os.path.realpath(where) != os.path.realpath(tree):
+        raise SystemExit(f"--against {tree}: imported kernels from {where}, not from that tree")
+    if _extension_tree(kernels) != os.path.realpath(tree):
+        raise SystemExit(f"--against {tree}: its kernels are not built (the extension would come from "
+                         f"{_extension_tree(kernels)}); run `python setup.py build_ext --inplace` there")
+    return kernels
+
+
 def worker(args):
     """Time one (backend, kind, case, dtype, input size) in this process; print JSON."""
+    if os.environ.get(AGAINST_ENV):
+        _kernels_from(os.environ[AGAINST_ENV])
     B, T, I, H = CASES[args.case]
     I = args.input_size or I
     dtype = np.dtype(args.dtype)
@@ -168,7 +204,12 @@ def worker(args):
         run = fused_pass(args.kind)
     else:
         run = torch_pass(args.kind, d, args.threads, args.backend == "torch-ftz")
-    print(json.dumps({"seconds": time_it(run, d, args.repeats)}))
+    out = {"seconds": time_it(run, d, args.repeats)}
+    if args.backend in ("kernel", "fused"):
+        import kernels
+
+        out["kernels"] = _extension_tree(kernels)
+    print(json.dumps(out))
 
 
 def machine(threads):
@@ -226,15 +267,53 @@ def have(backend, kind):
     return True
 
 
-def run_subprocess(backend, kind, case, dtype, repeats, threads, input_size):
+def run_subprocess(backend, kind, case, dtype, repeats, threads, input_size, against=None):
+    """Seconds of one measurement in a fresh process; ``against``: with the kernels of that source tree."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--backend", backend, "--kind", kind,
            "--case", case, "--dtype", dtype, "--repeats", str(repeats), "--threads", str(threads),
            "--input-size", str(input_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env.pop(AGAINST_ENV, None)
+    if against:
+        env[AGAINST_ENV] = against
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
-        raise RuntimeError(f"{backend} {kind} {case} {dtype} I={input_size} failed:\n{res.stderr}")
-    return json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+        raise RuntimeError(f"{backend} {kind} {case} {dtype} I={input_size}"
+                           f"{' (against ' + against + ')' if against else ''} failed:\n{res.stderr}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    tree = against or ROOT
+    if "kernels" in out and out["kernels"] != os.path.realpath(tree):
+        raise RuntimeError(f"{backend} {kind} {case}: the worker ran the kernels built in {out['kernels']}, "
+                           f"not those of {tree}")
+    return out["seconds"]
+
+
+def compare(against, measurements, rounds, repeats, threads):
+    """Alternate this tree's and ``against``'s kernels over ``rounds`` rounds for every measurement
+    (kind, case, dtype, I, backend); returns rows of (key, this tree's seconds, the other's)."""
+    rows = []
+    for kind, case, dtype, I, backend in measurements:
+        mine, theirs = [], []
+        for r in range(rounds):
+            for tree in ((None, against) if r % 2 == 0 else (against, None)):
+                secs = run_subprocess(backend, kind, case, dtype, repeats, threads, I, against=tree)
+                (theirs if tree else mine).append(secs)
+        rows.append(((kind, case, dtype, I, backend), mine, theirs))
+    return rows
+
+
+def compare_table(against, rows, rounds):
+    lines = [f"\nthis tree ({ROOT}) against {against}: {rounds} rounds alternating the two builds; "
+             "median seconds; ratio = theirs / ours (> 1: this tree faster)",
+             f"{'kind':5} {'case':13} {'I':>3} {'dtype':8} {'backend':7} {'this (ms)':>10} {'against (ms)':>12} "
+             f"{'ratio':>6}  ratio per round"]
+    lines.append("-" * len(lines[-1]))
+    for (kind, case, dtype, I, backend), mine, theirs in rows:
+        a, b = statistics.median(mine), statistics.median(theirs)
+        per = " ".join(f"{t / m:.2f}" for m, t in zip(mine, theirs))
+        lines.append(f"{kind:5} {case:13} {I:3d} {dtype:8} {backend:7} {a * 1e3:10.3f} {b * 1e3:12.3f} "
+                     f"{b / a:6.2f}  {per}")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -247,6 +326,10 @@ def main(argv=None):
     p.add_argument("--input-sizes", default="",
                    help="comma list of input sizes I to run every case at (default: each case's own I); "
                         "more than one adds a time-per-step table against the first")
+    p.add_argument("--against", metavar="DIR",
+                   help="another source tree with its kernels built in place: time the kernel backends of "
+                        "every case on both builds, alternating, and print their ratio")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the --against comparison (default 3)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--peak-worker", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
@@ -274,6 +357,17 @@ def main(argv=None):
     input_sizes = [int(v) for v in args.input_sizes.split(",") if v]
     if any(v < 1 for v in input_sizes):
         raise SystemExit(f"input sizes must be >= 1, got {input_sizes}")
+    if args.against:
+        args.against = os.path.abspath(args.against)
+        if not os.path.isfile(os.path.join(args.against, "kernels", "__init__.py")):
+            raise SystemExit(f"--against {args.against}: no kernels/ package there (give a source tree of "
+                             "this project with its kernels built in place)")
+        if os.path.realpath(args.against) == os.path.realpath(ROOT):
+            raise SystemExit(f"--against {args.against}: that is this tree")
+        if args.rounds < 1:
+            raise SystemExit(f"--rounds must be >= 1, got {args.rounds}")
+        if not {"kernel", "fused"} & set(backends):
+            raise SystemExit("--against compares the kernel backends: add kernel or fused to --backends")
     print("\n".join(machine(threads)))
     peak = {}
     if kernels.available():
@@ -303,6 +397,11 @@ def main(argv=None):
           "separate kernel calls' time (higher: compiled faster)")
     if len(input_sizes) > 1:
         print(input_size_table(results, input_sizes, backends))
+    if args.against:
+        measurements = [(k, c, d, i, b) for (k, c, d, i), secs in results.items() for b in ("kernel", "fused")
+                        if b in secs]
+        print(compare_table(args.against, compare(args.against, measurements, args.rounds, repeats, threads),
+                            args.rounds))
 
 
 def row(kind, case, dtype, I, secs, backends, flop, peak=None):

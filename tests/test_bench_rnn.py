@@ -1,0 +1,58 @@
+"""benchmarks/bench_rnn.py --against: the other tree's kernels are the ones timed, alternately with ours,
+and a tree without built kernels is a clear error, not a silent comparison of a build with itself."""
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import kernels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks", "bench_rnn.py")
+
+IN_PLACE = any(os.path.exists(os.path.join(ROOT, "kernels", "_recurrent" + suffix))
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+pytestmark = pytest.mark.skipif(not (kernels.available() and IN_PLACE),
+                                reason="needs the kernels compiled in place (pip install -e .)")
+
+
+def _bench(*args):
+    return subprocess.run([sys.executable, BENCH, "--kinds", "rnn", "--cases", "small-batch", "--backends", "fused",
+                           "--quick", "--repeats", "1", *args], capture_output=True, text=True, timeout=300)
+
+
+def _tree(tmp_path, built: bool):
+    tree = tmp_path / "other"
+    shutil.copytree(os.path.join(ROOT, "kernels"), tree / "kernels",
+                    ignore=None if built else shutil.ignore_patterns("*.so", "*.pyd"))
+    return tree
+
+
+def test_against_times_the_other_trees_kernels_alternately(tmp_path):
+    tree = _tree(tmp_path, built=True)
+    res = _bench("--against", str(tree), "--rounds", "2")
+    assert res.returncode == 0, res.stderr
+    table = res.stdout.split("this tree (")[1]
+    assert f"against {tree}: 2 rounds alternating" in table
+    row = next(line for line in table.splitlines() if line.startswith("rnn   small-batch"))
+    cells = row.split()
+    assert cells[4] == "fused" and float(cells[5]) > 0 and float(cells[6]) > 0
+    assert len(cells[8:]) == 2  # one ratio per round
+
+
+def test_against_a_tree_without_built_kernels_is_a_clear_error(tmp_path):
+    tree = _tree(tmp_path, built=False)
+    res = _bench("--against", str(tree))
+    assert res.returncode != 0
+    assert f"--against {tree}: its kernels are not built" in res.stderr
+
+
+@pytest.mark.parametrize("where, message", [("missing", "no kernels/ package there"), ("root", "that is this tree")])
+def test_against_a_wrong_directory_is_refused(tmp_path, where, message):
+    res = _bench("--against", str(tmp_path / "nothing") if where == "missing" else ROOT)
+    assert res.returncode != 0 and message in res.stderr
