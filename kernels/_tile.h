@@ -151,8 +151,11 @@ NN_INLINE nn_vf nn_div_vf(nn_vf a, nn_vf b) { return a / b; }
 NN_INLINE nn_vd nn_div_vd(nn_vd a, nn_vd b) { return a / b; }
 #endif
 
-/* e · 2^k for the integral k = kf = t − magic (t: the rounding sum of the callers, kf within the
- * exponent range): one vscalefps / vscalefpd with AVX-512, else 2^k built in the exponent bits
+#define NN_MAGIC_D 6755399441055744.0   /* 1.5 * 2^52: y + magic rounds y to an integer in the low bits */
+#define NN_MAGIC_F 12582912.0f          /* 1.5 * 2^23 */
+
+/* e · 2^k for the integral k = kf = t − magic (t, kf from nn_reduce_vd / nn_reduce_vf, kf within
+ * the exponent range): one vscalefps / vscalefpd with AVX-512, else 2^k built in the exponent bits
  * and a multiply (three integer and vector operations more). Exact either way. */
 #if NN_VBYTES == 64
 NN_INLINE nn_vd nn_ldexp_vd(nn_vd e, nn_vd t, nn_vd kf)
@@ -169,25 +172,41 @@ NN_INLINE nn_vf nn_ldexp_vf(nn_vf e, nn_vf t, nn_vf kf)
 NN_INLINE nn_vd nn_ldexp_vd(nn_vd e, nn_vd t, nn_vd kf)
 {
     (void)kf;
-    const nn_vdi k = (nn_vdi)t - (nn_vdi)((nn_vd){0} + 6755399441055744.0);
+    const nn_vdi k = (nn_vdi)t - (nn_vdi)((nn_vd){0} + NN_MAGIC_D);
     return e * (nn_vd)((k + 1023) << 52);
 }
 NN_INLINE nn_vf nn_ldexp_vf(nn_vf e, nn_vf t, nn_vf kf)
 {
     (void)kf;
-    const nn_vfi k = (nn_vfi)t - (nn_vfi)((nn_vf){0} + 12582912.0f);
+    const nn_vfi k = (nn_vfi)t - (nn_vfi)((nn_vf){0} + NN_MAGIC_F);
     return e * (nn_vf)((k + 127) << 23);
 }
 #endif
 
+/* The argument reduction of exp and expm1: y = k ln 2 + r, |r| <= ln2 / 2, k = kf = round(y / ln 2)
+ * by the magic-number sum t (kept for nn_ldexp_*), ln 2 in two parts so that r is exact to the
+ * working precision (Cephes' constants). */
+NN_INLINE nn_vd nn_reduce_vd(nn_vd y, nn_vd *t, nn_vd *kf)
+{
+    *t = y * 1.4426950408889634 + NN_MAGIC_D;
+    *kf = *t - NN_MAGIC_D;
+    const nn_vd r = y - *kf * 6.93147180369123816490e-01;
+    return r - *kf * 1.90821492927058770002e-10;
+}
+
+NN_INLINE nn_vf nn_reduce_vf(nn_vf y, nn_vf *t, nn_vf *kf)
+{
+    *t = y * 1.44269504f + NN_MAGIC_F;
+    *kf = *t - NN_MAGIC_F;
+    const nn_vf r = y - *kf * 0.693359375f;
+    return r + *kf * 2.12194440e-4f;
+}
+
 NN_INLINE nn_vd nn_exp_vd(nn_vd y)
 {
     y = NN_MAX_VD(NN_MIN_VD(y, (nn_vd){0} + 709.0), (nn_vd){0} - 708.0);
-    const double magic = 6755399441055744.0;                          /* 1.5 * 2^52 */
-    const nn_vd t = y * 1.4426950408889634 + magic;
-    const nn_vd kf = t - magic;
-    nn_vd r = y - kf * 6.93147180369123816490e-01;
-    r = r - kf * 1.90821492927058770002e-10;
+    nn_vd t, kf;
+    const nn_vd r = nn_reduce_vd(y, &t, &kf);
     const nn_vd r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
     const nn_vd p0 = 1.0 + r, p1 = 1.0 / 2 + r * (1.0 / 6), p2 = 1.0 / 24 + r * (1.0 / 120);
     const nn_vd p3 = 1.0 / 720 + r * (1.0 / 5040), p4 = 1.0 / 40320 + r * (1.0 / 362880);
@@ -200,11 +219,8 @@ NN_INLINE nn_vd nn_exp_vd(nn_vd y)
 NN_INLINE nn_vf nn_exp_vf(nn_vf y)
 {
     y = NN_MAX_VF(NN_MIN_VF(y, (nn_vf){0} + 88.0f), (nn_vf){0} - 87.0f);
-    const float magic = 12582912.0f;                                     /* 1.5 * 2^23 */
-    const nn_vf t = y * 1.44269504f + magic;
-    const nn_vf kf = t - magic;
-    nn_vf r = y - kf * 0.693359375f;
-    r = r + kf * 2.12194440e-4f;
+    nn_vf t, kf;
+    const nn_vf r = nn_reduce_vf(y, &t, &kf);
 #if NN_VBYTES == 64 /* Horner's scheme: 7 FMAs, not Estrin's 9 operations; measured 1-2% faster
                       * gated-cell inference and sigmoid within 2 ulp (Estrin's: 3) */
     nn_vf e = (1.0f / 720) + r * (1.0f / 5040);
@@ -234,11 +250,8 @@ NN_INLINE nn_vd nn_tanh_p1_vd(nn_vd x)
     nn_vd ax = (nn_vd)((nn_vdi)x & ~sign);
     ax = NN_MIN_VD(ax, (nn_vd){0} + 22.0);            /* tanh(22) == 1 in double */
     const nn_vd y = -2.0 * ax;
-    const double magic = 6755399441055744.0;         /* 1.5 * 2^52 */
-    const nn_vd t = y * 1.4426950408889634 + magic;
-    const nn_vd kf = t - magic;
-    nn_vd r = y - kf * 6.93147180369123816490e-01;
-    r = r - kf * 1.90821492927058770002e-10;
+    nn_vd t, kf;
+    const nn_vd r = nn_reduce_vd(y, &t, &kf);
     const nn_vd r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
     const nn_vd s01 = 1.0 / 2 + r * (1.0 / 6), s23 = 1.0 / 24 + r * (1.0 / 120);
     const nn_vd s45 = 1.0 / 720 + r * (1.0 / 5040), s67 = 1.0 / 40320 + r * (1.0 / 362880);
@@ -272,11 +285,8 @@ NN_INLINE nn_vf nn_tanh_vf(nn_vf x)
     nn_vf ax = (nn_vf)((nn_vfi)x & ~sign);
     ax = NN_MIN_VF(ax, (nn_vf){0} + 9.0f);              /* tanh(9) == 1 in float */
     const nn_vf y = -2.0f * ax;
-    const float magic = 12582912.0f;                    /* 1.5 * 2^23 */
-    const nn_vf t = y * 1.44269504f + magic;
-    const nn_vf kf = t - magic;
-    nn_vf r = y - kf * 0.693359375f;
-    r = r + kf * 2.12194440e-4f;
+    nn_vf t, kf;
+    const nn_vf r = nn_reduce_vf(y, &t, &kf);
 #if NN_VBYTES == 64 /* Horner's scheme, as in nn_exp_vf */
     nn_vf S = (1.0f / 720) + r * (1.0f / 5040);
     S = S * r + (1.0f / 120); S = S * r + (1.0f / 24); S = S * r + (1.0f / 6); S = S * r + 0.5f;
