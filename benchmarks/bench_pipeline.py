@@ -54,8 +54,8 @@ def main() -> None:
             print(f"run {i + 1}: wall {wall:6.1f} s  training {train:6.1f} s  overhead {wall - train:5.1f} s "
                   f"(inside the flow: {flow_wall - train:5.1f} s)", flush=True)
     print()
-    print(f"| preset | model | epochs | runs | median wall s | median training s | median overhead s | "
-          f"overhead inside the flow s |")
+    print("| preset | model | epochs | runs | median wall s | median training s | median overhead s | "
+          "overhead inside the flow s |")
     print("|---|---|---|---|---|---|---|---|")
     med = [statistics.median(c) for c in zip(*rows)]
     print(f"| {args.preset} | {args.model} | {args.epochs} | {len(rows)} | {med[0]:.1f} | {med[1]:.1f} | "

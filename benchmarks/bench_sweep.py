@@ -67,7 +67,7 @@ def main() -> None:
         n_configs *= len(g.split("=", 1)[1].split(","))
     seq = statistics.median(times[local if args.no_sequential else "sequential, 1 thread"])
     print()
-    print(f"| mode | configurations × folds | runs | median wall s | speed-up |")
+    print("| mode | configurations × folds | runs | median wall s | speed-up |")
     print("|---|---|---|---|---|")
     for mode, ts in times.items():
         med = statistics.median(ts)

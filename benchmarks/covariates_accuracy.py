@@ -68,7 +68,6 @@ def main(argv=None) -> None:
     print(f"{base.data.source}: {len(panel)} values at {panel.freq}; {len(w.train)} train / {len(w.val)} validation / "
           f"{len(w.test)} test windows (origins {w.test.dates[0, 0]} … {w.test.dates[-1, 0]}); inputs: "
           f"{w.train.X.shape[2]} channels, {0 if w.train.future is None else w.train.future.shape[1]} known ahead")
-    h = w.horizon
 
     def daily(pred):
         return np.abs(pred - w.test.actual).mean(axis=1)            # one mean absolute error per forecast day
