@@ -19,6 +19,7 @@ import os
 import random
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,6 +261,12 @@ PANEL_SIGNATURE = ModelSignature(
                     ColSpec("double", "yhat")]))
 
 
+#: MLflow loads a model-from-code (``python_model=<file>``) with a stand-in ``dbutils`` in ``sys.modules``
+#: and puts the previous entry back afterwards: two threads at once (a backfill's concurrent nights) can
+#: put back each other's stand-in for good, so one thread of a process logs a model at a time
+_LOG_MODEL = threading.Lock()
+
+
 def log_model(r: Run, model_dir: Path, example, prediction, model_name: str) -> str:
     """Log the pyfunc model (weights .npz + JSON config, no pickle) and register a new version; returns its number.
 
@@ -271,7 +278,7 @@ def log_model(r: Run, model_dir: Path, example, prediction, model_name: str) -> 
     else:
         signature = infer_signature(example, prediction)
     client()
-    with mlflow.start_run(run_id=r.id):
+    with _LOG_MODEL, mlflow.start_run(run_id=r.id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),

@@ -1,5 +1,6 @@
 """The backfill: past nights replayed as of each date, into the ledger and the registry; resumable; cold starts
 concurrently, warm starts one after another."""
+import sys
 import uuid
 
 import pandas as pd
@@ -55,6 +56,7 @@ def test_a_cold_backfill_replays_each_night_as_of_its_date_and_resumes(source, h
     nights = list(tail["ds"].iloc[-8:-4])
     first = backfill(str(nights[0].date()), str(nights[-1].date()), overrides=overrides)
     assert first.replayed == [str(n) for n in nights] and first.skipped == []
+    assert "dbutils" not in sys.modules, "a night's model logging left MLflow's stand-in module behind"
     rows = ledger_rows(overrides)
     assert len(rows) == 4 * H and sorted(pd.to_datetime(rows["origin"].unique())) == nights
     runs = night_runs(overrides)       # point in time: each night saw the data up to its date, nothing later

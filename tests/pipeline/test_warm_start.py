@@ -215,3 +215,38 @@ def test_no_registered_model_means_no_champion():
     from flows.runtime import tracking
 
     assert tracking.champion_weights("never-registered") is None
+
+
+def test_models_logged_from_several_threads_leave_no_stand_in_module_behind(windows, trained):
+    """MLflow loads a model-from-code with a stand-in ``dbutils`` module in ``sys.modules``, put back
+    afterwards; two threads doing it at once (a backfill's concurrent nights) restored each other's stand-in
+    for good, and anything that then walks ``sys.modules`` met an object that is not a module."""
+    import sys
+    import threading
+
+    from mlflow import MlflowClient
+
+    from flows.runtime import tracking
+
+    n = 4
+    barrier, errors = threading.Barrier(n), []
+
+    def log(i):
+        try:
+            with tempfile.TemporaryDirectory() as tmp, tracking.run("threads") as run:
+                model_dir = save_forecaster(trained.model, windows, Path(tmp) / "model")
+                example = windows.values[-windows.window:][None, :]
+                barrier.wait()
+                tracking.log_model(run, model_dir, example, np.zeros((1, windows.horizon)), f"threads-{i}")
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=log, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert "dbutils" not in sys.modules, sys.modules["dbutils"]
+    logged = MlflowClient().search_model_versions("name LIKE 'threads-%'")
+    assert sorted((v.name, int(v.version)) for v in logged) == [(f"threads-{i}", 1) for i in range(n)]
