@@ -28,12 +28,16 @@ postgresql:
 KERNEL_TESTS := tests/test_kernels.py tests/test_recurrent.py tests/test_models.py
 
 # Every test on the optimised kernels (the widest SIMD vectors of this machine); then the kernel tests
-# again on a build with bounds checking, on a build at every narrower width this machine runs, and on
-# the portable build (SSE2, no -march=native); then the optimised build back in place.
+# again on the wide tiles alone (NNCORE_TILES=wide: 64-byte builds have them), on a build with bounds
+# checking (both tiles), on a build at every narrower width this machine runs, and on the portable
+# build (SSE2, no -march=native); then the optimised build back in place.
+WIDE := $(BIN)/python -c "import kernels, sys; sys.exit(kernels.build_info()['wide_tile_rows'] is None)"
 test: venv chromium postgresql
 	NNCORE_REQUIRE_KERNELS=1 $(BIN)/python -m pytest
+	! $(WIDE) || NNCORE_TILES=wide NNCORE_REQUIRE_KERNELS=1 $(BIN)/python -m pytest $(KERNEL_TESTS) -q
 	NNCORE_KERNEL_DEBUG=1 $(BIN)/pip install -q -e .
 	NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_DEBUG=1 $(BIN)/python -m pytest $(KERNEL_TESTS) -q
+	! $(WIDE) || NNCORE_TILES=wide NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_DEBUG=1 $(BIN)/python -m pytest $(KERNEL_TESTS) -q
 	for w in $$($(BIN)/python -c "import kernels; w = kernels.build_info()['vector_bytes']; print(*[v for v in (16, 32) if v < w])"); do \
 		NNCORE_VECTOR_BYTES=$$w $(BIN)/pip install -q -e . && \
 		NNCORE_REQUIRE_KERNELS=1 NNCORE_EXPECT_VECTOR_BYTES=$$w $(BIN)/python -m pytest $(KERNEL_TESTS) -q || exit 1; \

@@ -162,12 +162,14 @@ AGAINST_ENV = "NNBENCH_KERNELS_FROM"  # worker: import kernels from this source 
 
 
 def _extension_tree(kernels):
-    """The source tree whose compiled extension ``kernels`` runs (None if it has none): an editable
-    install's finder supplies this tree's extension to another tree's package that has none."""
-    ext = sys.modules.get("kernels._recurrent")
-    if not kernels.available() or ext is None:
+    """The source tree whose compiled extensions ``kernels`` runs (None if it has none, or if they come
+    from several trees): an editable install's finder supplies this tree's extension to another tree's
+    package that has none (the narrow tiles' ``_recurrent`` or the wide tiles' ``_recurrent_wide``)."""
+    exts = [m for name, m in sys.modules.items() if name.startswith("kernels._recurrent") and m is not None]
+    if not kernels.available() or not exts:
         return None
-    return os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(ext.__file__))))
+    trees = {os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(m.__file__)))) for m in exts}
+    return trees.pop() if len(trees) == 1 else None
 
 
 def _kernels_from(tree):
@@ -179,8 +181,9 @@ def _kernels_from(tree):
     if os.path.realpath(where) != os.path.realpath(tree):
         raise SystemExit(f"--against {tree}: imported kernels from {where}, not from that tree")
     if _extension_tree(kernels) != os.path.realpath(tree):
-        raise SystemExit(f"--against {tree}: its kernels are not built (the extension would come from "
-                         f"{_extension_tree(kernels)}); run `python setup.py build_ext --inplace` there")
+        files = sorted(m.__file__ for name, m in sys.modules.items() if name.startswith("kernels._recurrent"))
+        raise SystemExit(f"--against {tree}: its kernels are not built (the extensions loaded: {files or 'none'}); "
+                         f"run `python setup.py build_ext --inplace` there")
     return kernels
 
 

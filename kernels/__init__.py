@@ -14,7 +14,13 @@ evaluation and prediction.
 Layout. The batch is cut into tiles of 16 float32 or 8 float64 rows: one SIMD vector per feature
 with AVX-512 (the default on a machine that has it), two with AVX2, and 8 or 4 rows in two SSE2
 vectors in the portable build (``build_info()`` says which; ``NNCORE_VECTOR_BYTES`` at build time
-chooses a narrower width, one source for all). OpenMP threads take whole tiles
+chooses a narrower width, one source for all). With AVX-512 a second extension, ``_recurrent_wide``,
+is the same source with tiles of two vectors (32 / 16 rows): each weight loaded into a register then
+feeds two multiply-adds. Each call runs on the tiles that cost less for its batch (``_module``: a
+batch of one row stays on a 16-row tile, 4900 rows go to the wide tiles); ``NNCORE_TILES=narrow`` or
+``wide`` forces one (the tests run both). A forward's cache goes back to the backward of the same
+extension. Per row, the forward is the same arithmetic in either tile (bitwise); the weight gradients
+sum the tiles in another grouping. OpenMP threads take whole tiles
 (``OMP_NUM_THREADS`` is honoured). Inside a tile, states are feature-major with the batch
 innermost (one feature of a tile is one or two SIMD vectors), time-major over the sequence, so
 a time step is a few broadcast-FMA sweeps and the tile's states stay in L2 between the forward
@@ -51,30 +57,110 @@ builds the portable binary, for a wheel that leaves the machine it was built on.
 ``KERNELS`` says which recurrent kinds are compiled; ``available()`` whether the extension is
 importable at all; ``threads()`` the OpenMP thread count the kernels use.
 """
+import math as _math
+import os as _os
+
 try:
-    from ._recurrent import (
-        build_info,
-        fma_peak,
-        gru_backward,
-        gru_forward,
-        gru_predict,
-        gru_train_step,
-        lstm_backward,
-        lstm_forward,
-        lstm_predict,
-        lstm_train_step,
-        rnn_backward,
-        rnn_forward,
-        rnn_predict,
-        rnn_train_step,
-        threads,
-    )
+    from . import _recurrent as _narrow
+    from ._recurrent import fma_peak, threads  # noqa: F401 (the package's API)
 except ImportError as exc:  # not built: nncore falls back to NumPy
     _IMPORT_ERROR = exc
     KERNELS = {"rnn": False, "gru": False, "lstm": False}
 else:
     _IMPORT_ERROR = None
     KERNELS = {"rnn": True, "gru": True, "lstm": True}
+    try:
+        from . import _recurrent_wide as _wide
+    except ImportError:  # built only with 64-byte vectors (setup.py)
+        _wide = None
+
+#: NNCORE_TILES: ``auto`` (the default: per call, the tiles that cost less for the batch), ``narrow``
+#: or ``wide`` (always those; ``wide`` needs the wide extension): read once, at import.
+TILES = _os.environ.get("NNCORE_TILES", "auto")
+if TILES not in ("auto", "narrow", "wide"):
+    raise ValueError(f"NNCORE_TILES must be auto, narrow or wide, got {TILES!r}")
+if TILES == "wide" and _IMPORT_ERROR is None and _wide is None:
+    raise ValueError("NNCORE_TILES=wide, but this build has no wide tiles (they are built with 64-byte "
+                     "vectors only: see kernels.build_info())")
+
+#: time per batch row of a wide tile against a narrow one, both full (measured on an AMD EPYC, Zen 4,
+#: alternating the two in one process): 0.87-0.95 for the large-hidden steps and the tanh RNN's, 0.88-0.97
+#: for inference, 0.98-1.02 for the GRU and LSTM steps of the reference workload
+WIDE_ROW_COST = 0.95
+
+
+def _module(B: int, dtype):
+    """The extension whose tiles run a batch of B rows in less time: the wide tiles (two vectors per
+    feature) unless their padding and the share of the last tiles between threads cost more than the
+    wide tiles save (a batch of one row: a 16-row tile rather than a 32-row one)."""
+    if _wide is None or TILES == "narrow":
+        return _narrow
+    if TILES == "wide":
+        return _wide
+    rows = _narrow.build_info()["tile_rows"]["float32" if dtype == "float32" else "float64"]
+    n = max(1, threads())
+
+    def cost(tile: int) -> int:  # rows the busiest thread runs
+        return _math.ceil(_math.ceil(B / tile) / n) * tile
+
+    return _wide if cost(2 * rows) * WIDE_ROW_COST < cost(rows) else _narrow
+
+
+def _batch(x) -> tuple[int, str]:
+    import numpy as np
+
+    a = np.asarray(x)
+    return (a.shape[0] if a.ndim else 0), str(a.dtype)
+
+
+def _per_batch(name: str):
+    def call(x, *args, **kwargs):
+        return getattr(_module(*_batch(x)), name)(x, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = getattr(_narrow, name).__doc__ if _IMPORT_ERROR is None else None
+    return call
+
+
+def _forward(name: str):
+    """A forward whose cache remembers the extension that made it: only that one's backward reads it."""
+    def call(x, *args, **kwargs):
+        mod = _module(*_batch(x))
+        *res, cache = getattr(mod, name)(x, *args, **kwargs)
+        cache["extension"] = "wide" if mod is _wide else "narrow"  # a str: caches may be copied or pickled
+        return (*res, cache)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = getattr(_narrow, name).__doc__ if _IMPORT_ERROR is None else None
+    return call
+
+
+def _backward(name: str):
+    def call(dout, dstate, cache, *args, **kwargs):
+        wide = isinstance(cache, dict) and cache.get("extension") == "wide"
+        if wide and _wide is None:
+            raise ValueError(f"{name}: the cache comes from the wide tiles, which this build does not have")
+        mod = _wide if wide else _narrow
+        return getattr(mod, name)(dout, dstate, cache, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = getattr(_narrow, name).__doc__ if _IMPORT_ERROR is None else None
+    return call
+
+
+if _IMPORT_ERROR is None:
+    rnn_forward, gru_forward, lstm_forward = (_forward(f"{k}_forward") for k in ("rnn", "gru", "lstm"))
+    rnn_backward, gru_backward, lstm_backward = (_backward(f"{k}_backward") for k in ("rnn", "gru", "lstm"))
+    rnn_train_step, gru_train_step, lstm_train_step = (_per_batch(f"{k}_train_step") for k in ("rnn", "gru", "lstm"))
+    rnn_predict, gru_predict, lstm_predict = (_per_batch(f"{k}_predict") for k in ("rnn", "gru", "lstm"))
+
+    def build_info() -> dict:
+        """How the extension was built (see ``_recurrent.build_info``); ``wide_tile_rows``: the rows per
+        wide tile and dtype (None when this build has none), ``tiles``: the NNCORE_TILES choice."""
+        info = _narrow.build_info()
+        info["wide_tile_rows"] = None if _wide is None else _wide.build_info()["tile_rows"]
+        info["tiles"] = TILES
+        return info
 
 
 def available() -> bool:

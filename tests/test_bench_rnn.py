@@ -26,10 +26,10 @@ def _bench(*args):
                            "--quick", "--repeats", "1", *args], capture_output=True, text=True, timeout=300)
 
 
-def _tree(tmp_path, built: bool):
+def _tree(tmp_path, built: bool, ignore=("*.so", "*.pyd")):
     tree = tmp_path / "other"
     shutil.copytree(os.path.join(ROOT, "kernels"), tree / "kernels",
-                    ignore=None if built else shutil.ignore_patterns("*.so", "*.pyd"))
+                    ignore=None if built else shutil.ignore_patterns(*ignore))
     return tree
 
 
@@ -50,6 +50,17 @@ def test_against_a_tree_without_built_kernels_is_a_clear_error(tmp_path):
     res = _bench("--against", str(tree))
     assert res.returncode != 0
     assert f"--against {tree}: its kernels are not built" in res.stderr
+
+
+@pytest.mark.skipif(not kernels.available() or kernels.build_info()["wide_tile_rows"] is None,
+                    reason="this build has no wide tiles (64-byte vectors only)")
+def test_against_a_tree_without_its_wide_tiles_is_refused(tmp_path):
+    """Ours would be handed to it: the other tree's narrow tiles timed with our wide ones."""
+    tree = _tree(tmp_path, built=False, ignore=("_recurrent_wide*.so", "_recurrent_wide*.pyd"))
+    assert list((tree / "kernels").glob("_recurrent.*.so")), "the narrow extension is copied"
+    res = _bench("--against", str(tree))
+    assert res.returncode != 0
+    assert f"--against {tree}: its kernels are not built" in res.stderr and "_recurrent_wide" in res.stderr
 
 
 @pytest.mark.parametrize("where, message", [("missing", "no kernels/ package there"), ("root", "that is this tree")])

@@ -335,6 +335,68 @@ def test_the_build_is_the_one_the_test_run_asked_for():
     assert info["vector_bytes"] == want, info
     vectors = 1 if want == 64 else 2   # a tile is one zmm vector of rows with AVX-512, else two vectors
     assert info["tile_rows"] == {"float32": vectors * want // 4, "float64": vectors * want // 8}, info
+    # wide tiles (two vectors) exist exactly in the 64-byte builds; NNCORE_TILES (as CI sets it) is reported
+    assert info["wide_tile_rows"] == ({"float32": 32, "float64": 16} if want == 64 else None), info
+    assert info["tiles"] == os.environ.get("NNCORE_TILES", "auto"), info
+    if info["wide_tile_rows"] is not None:  # built together with the narrow tiles, not left from another build
+        wide = kernels._wide.build_info()
+        assert {k: wide[k] for k in ("native", "debug", "vector_bytes")} == \
+            {k: info[k] for k in ("native", "debug", "vector_bytes")}, wide
+
+
+WIDE = kernels.available() and kernels.build_info()["wide_tile_rows"] is not None
+
+
+@pytest.mark.skipif(not WIDE, reason="no wide tiles in this build (64-byte vectors only)")
+def test_a_batch_runs_on_the_tiles_that_cost_less_for_its_size(monkeypatch):
+    monkeypatch.setattr(kernels, "TILES", "auto")
+    n = kernels.threads()
+    for dtype, rows in (("float32", 16), ("float64", 8)):
+        # one row: a narrow tile (a wide one would compute twice the padding)
+        assert kernels._module(1, dtype) is kernels._narrow
+        # one narrow tile per thread: wide tiles would leave threads idle
+        assert kernels._module(rows * n, dtype) is kernels._narrow
+        # many full tiles: the wide ones, which cost less per row
+        assert kernels._module(100 * rows * n, dtype) is kernels._wide
+    for forced in ("narrow", "wide"):
+        monkeypatch.setattr(kernels, "TILES", forced)
+        assert kernels._module(1, "float32") is getattr(kernels, "_" + forced)
+        assert kernels._module(10_000, "float64") is getattr(kernels, "_" + forced)
+
+
+@pytest.mark.skipif(not WIDE, reason="no wide tiles in this build (64-byte vectors only)")
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_wide_and_narrow_tiles_give_the_same_forecasts_and_gradients(kind):
+    """Each row's forward is the same arithmetic in either tile (bitwise); the weight gradients sum the
+    tiles in another grouping (the last bits)."""
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[kind]
+    rng = np.random.default_rng(3)
+    B, T, I, H, O = 77, 9, 3, 5, 2
+    x = rng.standard_normal((B, T, I))
+    W_ih, W_hh = rng.standard_normal((G * H, I)) * 0.4, rng.standard_normal((G * H, H)) * 0.4
+    b_ih, b_hh = rng.standard_normal(G * H) * 0.1, rng.standard_normal(G * H) * 0.1
+    W_out, b_out, y = rng.standard_normal((O, H)), rng.standard_normal(O), rng.standard_normal((B, O))
+    got = {}
+    for name in ("_narrow", "_wide"):
+        mod = getattr(kernels, name)
+        yhat = getattr(mod, f"{kind}_predict")(x, None, W_ih, W_hh, b_ih, b_hh, W_out, b_out)
+        loss, _, grads = getattr(mod, f"{kind}_train_step")(x, y, None, W_ih, W_hh, b_ih, b_hh, W_out, b_out)
+        got[name] = (yhat, loss, grads)
+    (y_n, loss_n, g_n), (y_w, loss_w, g_w) = got["_narrow"], got["_wide"]
+    assert np.array_equal(y_n[0] if isinstance(y_n, tuple) else y_n, y_w[0] if isinstance(y_w, tuple) else y_w)
+    assert loss_w == pytest.approx(loss_n, rel=1e-14)
+    assert g_n.keys() == g_w.keys()
+    for k in g_n:
+        np.testing.assert_allclose(g_w[k], g_n[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_nncore_tiles_must_be_auto_narrow_or_wide():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import kernels"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "NNCORE_TILES": "wider"})
+    assert out.returncode != 0 and "NNCORE_TILES must be auto, narrow or wide, got 'wider'" in out.stderr
 
 
 def widest_vector_bytes() -> int:
