@@ -57,6 +57,7 @@ builds the portable binary, for a wheel that leaves the machine it was built on.
 ``KERNELS`` says which recurrent kinds are compiled; ``available()`` whether the extension is
 importable at all; ``threads()`` the OpenMP thread count the kernels use.
 """
+import functools as _functools
 import math as _math
 import os as _os
 
@@ -97,25 +98,35 @@ def _module(B: int, dtype):
         return _narrow
     if TILES == "wide":
         return _wide
-    rows = _narrow.build_info()["tile_rows"]["float32" if dtype == "float32" else "float64"]
-    n = max(1, threads())
+    return _wide if _wide_costs_less(B, str(dtype) == "float32", threads()) else _narrow
+
+
+@_functools.lru_cache(maxsize=1024)
+def _wide_costs_less(B: int, f32: bool, n: int) -> bool:
+    rows = _narrow.build_info()["tile_rows"]["float32" if f32 else "float64"]
+    n = max(1, n)
 
     def cost(tile: int) -> int:  # rows the busiest thread runs
         return _math.ceil(_math.ceil(B / tile) / n) * tile
 
-    return _wide if cost(2 * rows) * WIDE_ROW_COST < cost(rows) else _narrow
+    return cost(2 * rows) * WIDE_ROW_COST < cost(rows)
 
 
-def _batch(x) -> tuple[int, str]:
-    import numpy as np
+def _pick(x):
+    """The extension for the batch ``x`` (the first argument of every kernel): its rows and dtype."""
+    try:
+        B, dtype = x.shape[0], x.dtype   # an array: the usual case, without a conversion
+    except (AttributeError, IndexError):
+        import numpy as np
 
-    a = np.asarray(x)
-    return (a.shape[0] if a.ndim else 0), str(a.dtype)
+        a = np.asarray(x)
+        B, dtype = (a.shape[0] if a.ndim else 0), a.dtype
+    return _module(B, dtype)
 
 
 def _per_batch(name: str):
     def call(x, *args, **kwargs):
-        return getattr(_module(*_batch(x)), name)(x, *args, **kwargs)
+        return getattr(_pick(x), name)(x, *args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = getattr(_narrow, name).__doc__ if _IMPORT_ERROR is None else None
@@ -125,7 +136,7 @@ def _per_batch(name: str):
 def _forward(name: str):
     """A forward whose cache remembers the extension that made it: only that one's backward reads it."""
     def call(x, *args, **kwargs):
-        mod = _module(*_batch(x))
+        mod = _pick(x)
         *res, cache = getattr(mod, name)(x, *args, **kwargs)
         cache["extension"] = "wide" if mod is _wide else "narrow"  # a str: caches may be copied or pickled
         return (*res, cache)
@@ -149,10 +160,16 @@ def _backward(name: str):
 
 
 if _IMPORT_ERROR is None:
-    rnn_forward, gru_forward, lstm_forward = (_forward(f"{k}_forward") for k in ("rnn", "gru", "lstm"))
-    rnn_backward, gru_backward, lstm_backward = (_backward(f"{k}_backward") for k in ("rnn", "gru", "lstm"))
-    rnn_train_step, gru_train_step, lstm_train_step = (_per_batch(f"{k}_train_step") for k in ("rnn", "gru", "lstm"))
-    rnn_predict, gru_predict, lstm_predict = (_per_batch(f"{k}_predict") for k in ("rnn", "gru", "lstm"))
+    if _wide is None:  # one extension: its functions, without a wrapper's call
+        from ._recurrent import (gru_backward, gru_forward, gru_predict, gru_train_step, lstm_backward,  # noqa: F401
+                                 lstm_forward, lstm_predict, lstm_train_step, rnn_backward, rnn_forward,
+                                 rnn_predict, rnn_train_step)
+    else:
+        rnn_forward, gru_forward, lstm_forward = (_forward(f"{k}_forward") for k in ("rnn", "gru", "lstm"))
+        rnn_backward, gru_backward, lstm_backward = (_backward(f"{k}_backward") for k in ("rnn", "gru", "lstm"))
+        rnn_train_step, gru_train_step, lstm_train_step = (_per_batch(f"{k}_train_step")
+                                                           for k in ("rnn", "gru", "lstm"))
+        rnn_predict, gru_predict, lstm_predict = (_per_batch(f"{k}_predict") for k in ("rnn", "gru", "lstm"))
 
     def build_info() -> dict:
         """How the extension was built (see ``_recurrent.build_info``); ``wide_tile_rows``: the rows per
