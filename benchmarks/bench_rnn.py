@@ -7,6 +7,8 @@ Backends:
   numpy        nncore.recurrent *_forward / *_backward (dout=None, dh_T from the head)
   kernel       kernels.*_forward / *_backward, separate calls (out and dx are built)
   fused        kernels.*_train_step (forward, head, loss, backward per tile; no out, no dx)
+  predict      kernels.*_predict (inference: the forward with the head fused, no cache; not a
+               training pass, so its time is not compared with the others')
   torch        torch.nn.RNN/GRU/LSTM (batch_first) + Linear + MSELoss, .backward()
   torch-ftz    the same with torch.set_flush_denormal(True), set before torch starts its threads
 
@@ -37,8 +39,15 @@ order swapped every round), and adds a table of the medians and their ratio. Thi
 drifts by up to ±30 % over minutes, so two builds timed one after the other may differ by the drift
 alone; alternating them puts the drift into both.
 
+Narrow against wide tiles. ``--tiles`` (a build with wide tiles: 64-byte vectors) times the kernel
+backends of every case with ``NNCORE_TILES=narrow`` and with ``NNCORE_TILES=wide``, alternating them
+the same way, and adds a table of the medians and their ratio: what ``kernels`` weighs when it
+chooses the tiles of a call (``WIDE_ROW_COST``), e.g.
+
+  python benchmarks/bench_rnn.py --kinds rnn,gru,lstm --backends fused,predict --tiles --rounds 4
+
 Usage: python benchmarks/bench_rnn.py [--quick] [--kinds rnn,gru,lstm] [--repeats N] [--input-sizes 1,8]
-                                      [--against DIR [--rounds N]]
+                                      [--against DIR | --tiles] [--rounds N]
 """
 from __future__ import annotations
 
@@ -63,7 +72,8 @@ CASES = {  # name: (B, T, I, H)
     "small-batch": (1, 240, 1, 24),
     "large-hidden": (256, 100, 1, 128),
 }
-BACKENDS = ["numpy", "kernel", "fused", "torch", "torch-ftz"]
+BACKENDS = ["numpy", "kernel", "fused", "predict", "torch", "torch-ftz"]
+KERNEL_BACKENDS = ("kernel", "fused", "predict")  # the ones --against and --tiles compare
 
 
 def flops(kind, B, T, I, H):
@@ -115,6 +125,17 @@ def fused_pass(kind):
 
     def run(d):
         step(d["x"], d["y"], None, d["W_ih"], d["W_hh"], d["b_ih"], d["b_hh"], d["W_out"], d["b_out"])
+
+    return run
+
+
+def predict_pass(kind):
+    import kernels
+
+    predict = getattr(kernels, f"{kind}_predict")
+
+    def run(d):
+        predict(d["x"], None, d["W_ih"], d["W_hh"], d["b_ih"], d["b_hh"], d["W_out"], d["b_out"])
 
     return run
 
@@ -205,13 +226,16 @@ def worker(args):
         run = numpy_like_pass(kernels, args.kind)
     elif args.backend == "fused":
         run = fused_pass(args.kind)
+    elif args.backend == "predict":
+        run = predict_pass(args.kind)
     else:
         run = torch_pass(args.kind, d, args.threads, args.backend == "torch-ftz")
     out = {"seconds": time_it(run, d, args.repeats)}
-    if args.backend in ("kernel", "fused"):
+    if args.backend in KERNEL_BACKENDS:
         import kernels
 
         out["kernels"] = _extension_tree(kernels)
+        out["tiles"] = kernels.build_info()["tiles"]
     print(json.dumps(out))
 
 
@@ -263,15 +287,16 @@ def have(backend, kind):
             return importlib.util.find_spec("torch") is not None
         except ImportError:
             return False
-    if backend in ("kernel", "fused"):
+    if backend in KERNEL_BACKENDS:
         import kernels
 
         return kernels.available() and kernels.KERNELS.get(kind, False)
     return True
 
 
-def run_subprocess(backend, kind, case, dtype, repeats, threads, input_size, against=None):
-    """Seconds of one measurement in a fresh process; ``against``: with the kernels of that source tree."""
+def run_subprocess(backend, kind, case, dtype, repeats, threads, input_size, against=None, tiles=None):
+    """Seconds of one measurement in a fresh process; ``against``: with the kernels of that source tree;
+    ``tiles``: with NNCORE_TILES set to it."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--backend", backend, "--kind", kind,
            "--case", case, "--dtype", dtype, "--repeats", str(repeats), "--threads", str(threads),
            "--input-size", str(input_size)]
@@ -279,42 +304,48 @@ def run_subprocess(backend, kind, case, dtype, repeats, threads, input_size, aga
     env.pop(AGAINST_ENV, None)
     if against:
         env[AGAINST_ENV] = against
+    if tiles:
+        env["NNCORE_TILES"] = tiles
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"{backend} {kind} {case} {dtype} I={input_size}"
-                           f"{' (against ' + against + ')' if against else ''} failed:\n{res.stderr}")
+                           f"{' (against ' + against + ')' if against else ''}"
+                           f"{' (NNCORE_TILES=' + tiles + ')' if tiles else ''} failed:\n{res.stderr}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     tree = against or ROOT
     if "kernels" in out and out["kernels"] != os.path.realpath(tree):
         raise RuntimeError(f"{backend} {kind} {case}: the worker ran the kernels built in {out['kernels']}, "
                            f"not those of {tree}")
+    if tiles and out.get("tiles") != tiles:
+        raise RuntimeError(f"{backend} {kind} {case}: the worker ran the tiles {out.get('tiles')!r}, not {tiles!r}")
     return out["seconds"]
 
 
-def compare(against, measurements, rounds, repeats, threads):
-    """Alternate this tree's and ``against``'s kernels over ``rounds`` rounds for every measurement
-    (kind, case, dtype, I, backend); returns rows of (key, this tree's seconds, the other's)."""
+def compare(ours, theirs, measurements, rounds, repeats, threads):
+    """Alternate two ways of running the kernels (``run_subprocess`` keywords: ``{}`` and ``{"against":
+    tree}``, or ``{"tiles": "wide"}`` and ``{"tiles": "narrow"}``) over ``rounds`` rounds for every
+    measurement (kind, case, dtype, I, backend); returns rows of (key, our seconds, theirs)."""
     rows = []
     for kind, case, dtype, I, backend in measurements:
-        mine, theirs = [], []
+        times = ([], [])
         for r in range(rounds):
-            for tree in ((None, against) if r % 2 == 0 else (against, None)):
-                secs = run_subprocess(backend, kind, case, dtype, repeats, threads, I, against=tree)
-                (theirs if tree else mine).append(secs)
-        rows.append(((kind, case, dtype, I, backend), mine, theirs))
+            for side in ((0, 1) if r % 2 == 0 else (1, 0)):
+                times[side].append(run_subprocess(backend, kind, case, dtype, repeats, threads, I,
+                                                  **(ours, theirs)[side]))
+        rows.append(((kind, case, dtype, I, backend), *times))
     return rows
 
 
-def compare_table(against, rows, rounds):
-    lines = [f"\nthis tree ({ROOT}) against {against}: {rounds} rounds alternating the two builds; "
-             "median seconds; ratio = theirs / ours (> 1: this tree faster)",
-             f"{'kind':5} {'case':13} {'I':>3} {'dtype':8} {'backend':7} {'this (ms)':>10} {'against (ms)':>12} "
-             f"{'ratio':>6}  ratio per round"]
+def compare_table(title, columns, rows):
+    """The table of ``compare``'s rows: ``columns`` names our side and theirs."""
+    lines = [title,
+             f"{'kind':5} {'case':13} {'I':>3} {'dtype':8} {'backend':7} {columns[0] + ' (ms)':>12} "
+             f"{columns[1] + ' (ms)':>12} {'ratio':>6}  ratio per round"]
     lines.append("-" * len(lines[-1]))
     for (kind, case, dtype, I, backend), mine, theirs in rows:
         a, b = statistics.median(mine), statistics.median(theirs)
         per = " ".join(f"{t / m:.2f}" for m, t in zip(mine, theirs))
-        lines.append(f"{kind:5} {case:13} {I:3d} {dtype:8} {backend:7} {a * 1e3:10.3f} {b * 1e3:12.3f} "
+        lines.append(f"{kind:5} {case:13} {I:3d} {dtype:8} {backend:7} {a * 1e3:12.3f} {b * 1e3:12.3f} "
                      f"{b / a:6.2f}  {per}")
     return "\n".join(lines)
 
@@ -332,7 +363,10 @@ def main(argv=None):
     p.add_argument("--against", metavar="DIR",
                    help="another source tree with its kernels built in place: time the kernel backends of "
                         "every case on both builds, alternating, and print their ratio")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of the --against comparison (default 3)")
+    p.add_argument("--tiles", action="store_true",
+                   help="time the kernel backends of every case on this build's narrow and wide tiles "
+                        "(NNCORE_TILES), alternating, and print their ratio")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the --against or --tiles comparison (default 3)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--peak-worker", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
@@ -360,6 +394,17 @@ def main(argv=None):
     input_sizes = [int(v) for v in args.input_sizes.split(",") if v]
     if any(v < 1 for v in input_sizes):
         raise SystemExit(f"input sizes must be >= 1, got {input_sizes}")
+    if args.against and args.tiles:
+        raise SystemExit("--against and --tiles are two comparisons: give one")
+    if args.against or args.tiles:
+        if args.rounds < 1:
+            raise SystemExit(f"--rounds must be >= 1, got {args.rounds}")
+        if not set(KERNEL_BACKENDS) & set(backends):
+            raise SystemExit(f"--against and --tiles compare the kernel backends: add one of "
+                             f"{', '.join(KERNEL_BACKENDS)} to --backends")
+    if args.tiles and not (kernels.available() and kernels.build_info()["wide_tile_rows"]):
+        raise SystemExit("--tiles: this build has no wide tiles (they are built with 64-byte vectors: "
+                         "kernels.build_info()['wide_tile_rows'])")
     if args.against:
         args.against = os.path.abspath(args.against)
         if not os.path.isfile(os.path.join(args.against, "kernels", "__init__.py")):
@@ -367,10 +412,6 @@ def main(argv=None):
                              "this project with its kernels built in place)")
         if os.path.realpath(args.against) == os.path.realpath(ROOT):
             raise SystemExit(f"--against {args.against}: that is this tree")
-        if args.rounds < 1:
-            raise SystemExit(f"--rounds must be >= 1, got {args.rounds}")
-        if not {"kernel", "fused"} & set(backends):
-            raise SystemExit("--against compares the kernel backends: add kernel or fused to --backends")
     print("\n".join(machine(threads)))
     peak = {}
     if kernels.available():
@@ -400,11 +441,18 @@ def main(argv=None):
           "separate kernel calls' time (higher: compiled faster)")
     if len(input_sizes) > 1:
         print(input_size_table(results, input_sizes, backends))
+    measurements = [(k, c, d, i, b) for (k, c, d, i), secs in results.items() for b in KERNEL_BACKENDS
+                    if b in secs]
     if args.against:
-        measurements = [(k, c, d, i, b) for (k, c, d, i), secs in results.items() for b in ("kernel", "fused")
-                        if b in secs]
-        print(compare_table(args.against, compare(args.against, measurements, args.rounds, repeats, threads),
-                            args.rounds))
+        rows = compare({}, {"against": args.against}, measurements, args.rounds, repeats, threads)
+        print(compare_table(f"\nthis tree ({ROOT}) against {args.against}: {args.rounds} rounds alternating the "
+                            "two builds; median seconds; ratio = theirs / ours (> 1: this tree faster)",
+                            ("this", "against"), rows))
+    if args.tiles:
+        rows = compare({"tiles": "wide"}, {"tiles": "narrow"}, measurements, args.rounds, repeats, threads)
+        print(compare_table(f"\nwide tiles against narrow ones (NNCORE_TILES): {args.rounds} rounds alternating "
+                            "the two; median seconds; ratio = narrow / wide (> 1: the wide tiles faster)",
+                            ("wide", "narrow"), rows))
 
 
 def row(kind, case, dtype, I, secs, backends, flop, peak=None):

@@ -67,3 +67,31 @@ def test_against_a_tree_without_its_wide_tiles_is_refused(tmp_path):
 def test_against_a_wrong_directory_is_refused(tmp_path, where, message):
     res = _bench("--against", str(tmp_path / "nothing") if where == "missing" else ROOT)
     assert res.returncode != 0 and message in res.stderr
+
+
+WIDE = kernels.available() and kernels.build_info()["wide_tile_rows"] is not None
+
+
+@pytest.mark.skipif(not WIDE, reason="this build has no wide tiles (64-byte vectors only)")
+def test_tiles_times_the_narrow_and_the_wide_tiles_alternately():
+    res = _bench("--backends", "fused,predict", "--tiles", "--rounds", "2")
+    assert res.returncode == 0, res.stderr
+    table = res.stdout.split("wide tiles against narrow ones (NNCORE_TILES): 2 rounds alternating")[1]
+    rows = {line.split()[4]: line.split() for line in table.splitlines() if line.startswith("rnn   small-batch")}
+    assert rows.keys() == {"fused", "predict"}
+    for cells in rows.values():
+        assert float(cells[5]) > 0 and float(cells[6]) > 0
+        # the ratio of the medians (narrow / wide), from the times printed to 1 µs (~40 µs and more here)
+        assert float(cells[7]) == pytest.approx(float(cells[6]) / float(cells[5]), rel=0.03)
+        assert len(cells[8:]) == 2  # one ratio per round
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--tiles", "--against", "/tmp"), "--against and --tiles are two comparisons: give one"),
+    (("--tiles", "--backends", "numpy"), "--against and --tiles compare the kernel backends"),
+    (("--tiles", "--rounds", "0"), "--rounds must be >= 1, got 0"),
+])
+def test_a_comparison_asked_for_wrongly_is_refused(args, message):
+    res = subprocess.run([sys.executable, BENCH, "--kinds", "rnn", "--cases", "small-batch", "--quick",
+                          "--repeats", "1", *args], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
