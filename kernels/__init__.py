@@ -87,7 +87,8 @@ if TILES == "wide" and _IMPORT_ERROR is None and _wide is None:
 #: time per batch row of a wide tile against a narrow one, both full (measured on an AMD EPYC, Zen 4,
 #: alternating the two in one process): 0.87-0.95 for the large-hidden steps and the tanh RNN's, 0.88-0.97
 #: for inference, 0.98-1.02 for the GRU and LSTM steps of the reference workload; on a Zen 5 (full-width
-#: AVX-512 units) 0.78-1.01 for the steps and 0.68-0.89 for inference (README, Compiled kernels)
+#: AVX-512 units) 0.78-1.01 for the steps and 0.68-0.89 for inference in one process, 0.85-1.05 for the
+#: steps in separate processes (benchmarks/bench_rnn.py --tiles; README, Compiled kernels)
 WIDE_ROW_COST = 0.95
 
 
