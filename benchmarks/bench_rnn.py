@@ -235,7 +235,7 @@ def worker(args):
         import kernels
 
         out["kernels"] = _extension_tree(kernels)
-        out["tiles"] = kernels.build_info()["tiles"]
+        out["tiles"] = kernels.build_info().get("tiles")  # None: kernels from before NNCORE_TILES (--against)
     print(json.dumps(out))
 
 
