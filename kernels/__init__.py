@@ -126,13 +126,15 @@ def _pick(x):
     return _module(B, dtype)
 
 
-def _per_batch(name: str):
-    def call(x, *args, **kwargs):
-        return getattr(_pick(x), name)(x, *args, **kwargs)
-
+def _named(name: str, call):
+    """``call`` under the extension function's name and docstring."""
     call.__name__ = call.__qualname__ = name
-    call.__doc__ = getattr(_narrow, name).__doc__ if _IMPORT_ERROR is None else None
+    call.__doc__ = getattr(_narrow, name).__doc__
     return call
+
+
+def _per_batch(name: str):
+    return _named(name, lambda x, *args, **kwargs: getattr(_pick(x), name)(x, *args, **kwargs))
 
 
 def _forward(name: str):
@@ -143,9 +145,7 @@ def _forward(name: str):
         cache["extension"] = "wide" if mod is _wide else "narrow"  # a str: caches may be copied or pickled
         return (*res, cache)
 
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = getattr(_narrow, name).__doc__ if _IMPORT_ERROR is None else None
-    return call
+    return _named(name, call)
 
 
 def _backward(name: str):
@@ -156,9 +156,7 @@ def _backward(name: str):
         mod = _wide if wide else _narrow
         return getattr(mod, name)(dout, dstate, cache, *args, **kwargs)
 
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = getattr(_narrow, name).__doc__ if _IMPORT_ERROR is None else None
-    return call
+    return _named(name, call)
 
 
 if _IMPORT_ERROR is None:
