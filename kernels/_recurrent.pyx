@@ -466,15 +466,15 @@ cdef inline void _gru_fwd(int T, int I, int H, int nb,
                           const floating *x, Py_ssize_t xsb, Py_ssize_t xst, Py_ssize_t xsi,
                           const floating *h0, Py_ssize_t h0sb, Py_ssize_t h0sj,
                           const floating *W_ih, const floating *W_hh, const floating *b_ih,
-                          const floating *b_hh, floating *buf, floating *gtmp,
+                          const floating *b_hh, floating *buf,
                           floating *out, Py_ssize_t osb, Py_ssize_t ost,
                           floating *hT, Py_ssize_t hTsb) noexcept nogil:
     if floating is float:
         gru_forward_tile_f32(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, W_ih, W_hh, b_ih, b_hh,
-                             buf, gtmp, out, osb, ost, hT, hTsb)
+                             buf, out, osb, ost, hT, hTsb)
     else:
         gru_forward_tile_f64(T, I, H, nb, x, xsb, xst, xsi, h0, h0sb, h0sj, W_ih, W_hh, b_ih, b_hh,
-                             buf, gtmp, out, osb, ost, hT, hTsb)
+                             buf, out, osb, ost, hT, hTsb)
 
 
 cdef inline void _gru_bwd(int T, int I, int H, int nb,
@@ -588,7 +588,6 @@ def _gated_forward_impl(bint lstm, const floating[:, :, :] x, const floating[:, 
     cdef Py_ssize_t tile = tile_rows_f32() if floating is float else tile_rows_f64()
     cdef Py_ssize_t ntiles = (B + tile - 1) // tile
     cdef int nthreads = _num_threads(ntiles)
-    cdef _Workspace wsp = _Workspace(nthreads, _work(<floating *>NULL, lstm, I, H, 1), isz)
     cdef const floating *h0p = &h0[0, 0] if has_h0 else NULL
     cdef Py_ssize_t h0sb = _s(h0.strides[0], isz) if has_h0 else 0
     cdef Py_ssize_t h0sj = _s(h0.strides[1], isz) if has_h0 else 0
@@ -599,10 +598,8 @@ def _gated_forward_impl(bint lstm, const floating[:, :, :] x, const floating[:, 
     cdef Py_ssize_t it, b0
     cdef int nb
     cdef unsigned int csr
-    cdef floating *ws
     cdef floating *buf
     with nogil, parallel(num_threads=nthreads):
-        ws = <floating *>(wsp.base + threadid() * wsp.stride)
         csr = nn_ftz_on()
         for it in prange(ntiles, schedule="static"):
             b0 = it * tile
@@ -617,7 +614,7 @@ def _gated_forward_impl(bint lstm, const floating[:, :, :] x, const floating[:, 
             else:
                 _gru_fwd(T, I, H, nb, &x[b0, 0, 0], xsb, xst, xsi,
                          h0p + b0 * h0sb if has_h0 else NULL, h0sb, h0sj,
-                         &W_a[0, 0], &W_b[0, 0], &b_a[0], &b_b[0], buf, ws,
+                         &W_a[0, 0], &W_b[0, 0], &b_a[0], &b_b[0], buf,
                          &out[b0, 0, 0], T * H, H, &h_T[b0, 0], H)
         nn_csr_restore(csr)
 

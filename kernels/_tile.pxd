@@ -74,7 +74,7 @@ cdef extern from "_tile.h" nogil:
                               const float *x, Py_ssize_t xsb, Py_ssize_t xst, Py_ssize_t xsi,
                               const float *h0, Py_ssize_t h0sb, Py_ssize_t h0sj,
                               const float *W_ih, const float *W_hh, const float *b_ih,
-                              const float *b_hh, float *buf, float *gtmp,
+                              const float *b_hh, float *buf,
                               float *out, Py_ssize_t osb, Py_ssize_t ost, float *hT, Py_ssize_t hTsb)
     void gru_backward_tile_f32(int T, int I, int H, int nb,
                                const float *dout, Py_ssize_t dsb, Py_ssize_t dst, Py_ssize_t dsj,
@@ -128,7 +128,7 @@ cdef extern from "_tile.h" nogil:
                               const double *x, Py_ssize_t xsb, Py_ssize_t xst, Py_ssize_t xsi,
                               const double *h0, Py_ssize_t h0sb, Py_ssize_t h0sj,
                               const double *W_ih, const double *W_hh, const double *b_ih,
-                              const double *b_hh, double *buf, double *gtmp,
+                              const double *b_hh, double *buf,
                               double *out, Py_ssize_t osb, Py_ssize_t ost, double *hT, Py_ssize_t hTsb)
     void gru_backward_tile_f64(int T, int I, int H, int nb,
                                const double *dout, Py_ssize_t dsb, Py_ssize_t dst, Py_ssize_t dsj,
