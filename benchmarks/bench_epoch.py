@@ -16,7 +16,8 @@ random walk: window 240, 4900 training windows, full batch, hidden 24, Adam, flo
 
 ``--profile`` adds a cProfile breakdown of one training run per kind: the share of the epoch spent
 in the fused step, the validation pass, the gradient norm, the optimizer, the best-weights copy,
-the metric logging and the checkpoints. Prints Markdown tables and the CPU it ran on.
+the metric logging, the checkpoints and the metric flushes outside the per-epoch logging (before each
+checkpoint and at the end). Prints Markdown tables and the CPU it ran on.
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ PARTS = [
     ("metric logging (MLflow)", [("flows/runtime/tracking.py", "__call__")]),
     ("checkpoints (MLflow)", [("flows/runtime/tracking.py", "log_checkpoint")]),
 ]
+#: the metric flushes the per-epoch logging row leaves out: before each checkpoint (the metrics up to a
+#: checkpoint are in MLflow before it is, as in the pipeline) and at the end of the run
+FLUSHES = "metric flushes before checkpoints and at the end (MLflow)"
 
 
 def cpu_name() -> str:
@@ -124,6 +128,9 @@ def one_kind(kind: str, epochs: int, repeats: int, profile: bool) -> dict:
             for label, funcs in PARTS:
                 parts[label] = sum(v[3] for (file, _, name), v in stats.items()
                                    if any(file.endswith(f) and name == n for f, n in funcs)) / epochs
+            parts[FLUSHES] = sum(c[3] for (file, _, name), v in stats.items()
+                                 if file.endswith("flows/runtime/tracking.py") and name == "flush"
+                                 for (_, _, caller), c in v[4].items() if caller != "__call__") / epochs
             parts["epoch (profiled run)"] = wall / epochs
     med = {k: statistics.median(r[k] for r in runs) for k in ("epoch", "step", "val")}
     return {"kind": kind, "train": len(X), "val_windows": len(windows.val.X), **med,
@@ -163,7 +170,7 @@ def main() -> None:
         print("\nPer epoch (ms, cProfile's cumulative time; the profiler adds its own overhead):\n")
         print("| part | " + " | ".join(r["kind"] for r in rows) + " |")
         print("|---|" + "---|" * len(rows))
-        for label in [lbl for lbl, _ in PARTS] + ["epoch (profiled run)"]:
+        for label in [lbl for lbl, _ in PARTS] + [FLUSHES, "epoch (profiled run)"]:
             print(f"| {label} | " + " | ".join(f"{r['parts'][label] * 1e3:.2f}" for r in rows) + " |")
 
 
